@@ -1,0 +1,44 @@
+# One command to open the course, one to test it. Each makes its own virtual environment in .venv.
+#   make lab     set up and open the course in JupyterLab
+#   make test    set up and run the unit tests and every notebook (smoke profile, CPU, offline-capable)
+# CPU-only torch (small download):  make lab TORCH_SPEC=torch TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch
+TORCH_INDEX ?=
+PIP_TORCH_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+.PHONY: lab test install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_FLAGS)
+	touch $@
+
+$(VENV)/.lab: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[lab]"
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[lab,test,offline]"
+	touch $@
+
+install: $(VENV)/.lab
+install-test: $(VENV)/.test
+
+lab: $(VENV)/.lab
+	$(PY) -m jupyter lab notebooks/
+
+# Unit tests, then every notebook under nbval in the smoke profile (tiny random GPT-2, data subset).
+test: $(VENV)/.test
+	LORA_LAB_PROFILE=smoke LORA_LAB_PROGRESS=0 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning \
+	  $(PY) -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
+	  --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,75 @@
+"""Pre-seed the caches the course fills from the internet, from a local folder (CI, offline classrooms).
+
+    python -m lora_lab.cache seed ../shared/data
+
+copies, after checking each file's sha256:
+* ``sms_spam_collection/SMSSpamCollection`` -> the data folder (:func:`lora_lab.data.default_data_dir`)
+* ``gpt2_tokenizer/{vocab.bpe,encoder.json}`` -> tiktoken's cache, under the names tiktoken looks for
+  (the sha1 of the download URL), so ``tiktoken.get_encoding("gpt2")`` works offline.
+
+The project itself always downloads from the real sources when nothing is cached.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from .data import SMS_FILE, SMS_SHA256, DataIntegrityError, copy_if_missing, default_data_dir, sha256_of
+
+TIKTOKEN_FILES = {  # file: (URL tiktoken downloads it from, sha256 tiktoken checks)
+    "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+                  "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+    "encoder.json": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+                     "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+}
+
+
+def tiktoken_cache_dir() -> Path:
+    """Where tiktoken caches downloads (same rule as tiktoken.load.read_file_cached)."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return Path(os.environ["TIKTOKEN_CACHE_DIR"])
+    if os.environ.get("DATA_GYM_CACHE_DIR"):
+        return Path(os.environ["DATA_GYM_CACHE_DIR"])
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def _verified(src: Path, sha: str) -> Path:
+    actual = sha256_of(src)
+    if actual != sha:
+        raise DataIntegrityError(f"{src} has sha256 {actual}, expected {sha}; not copying it")
+    return src
+
+
+def seed(source, data_dir=None) -> list[Path]:
+    source = Path(source)
+    written = []
+    sms = source / "sms_spam_collection" / SMS_FILE
+    if sms.is_file():
+        dst = Path(data_dir or default_data_dir()) / SMS_FILE
+        copy_if_missing(_verified(sms, SMS_SHA256), dst)
+        written.append(dst)
+    for name, (url, sha) in TIKTOKEN_FILES.items():
+        src = source / "gpt2_tokenizer" / name
+        if src.is_file():
+            dst = tiktoken_cache_dir() / hashlib.sha1(url.encode()).hexdigest()
+            copy_if_missing(_verified(src, sha), dst)
+            written.append(dst)
+    return written
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m lora_lab.cache", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["seed"])
+    ap.add_argument("source", help="folder with sms_spam_collection/ and gpt2_tokenizer/")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args(argv)
+    for p in seed(args.source, args.data_dir):
+        print(f"seeded {p}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The SMS Spam Collection: download (once, verified), load, balance, split, tokenize, batch.
+
+The data set (Almeida, Gómez Hidalgo & Yamakami, 2011; UCI ML Repository #228, CC BY 4.0)
+has 5,574 text messages, 747 of them spam. We follow the well-known textbook recipe:
+undersample "ham" to 747 so both classes are equal, shuffle with a seed, split 70/10/20.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+__all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
+           "balanced_split", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
+           "DataIntegrityError", "LABELS", "PAD_TOKEN_ID"]
+
+SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
+SMS_FILE = "SMSSpamCollection"
+SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
+LABELS = {"ham": 0, "spam": 1}
+PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>
+
+
+class DataIntegrityError(RuntimeError):
+    """A data file does not have the checksum it must have."""
+
+
+def default_data_dir() -> Path:
+    """``$LORA_LAB_DATA_DIR``, else the repository's ``data/`` folder (when the package is used from a
+    checkout), else ``~/.cache/lora_lab/data``."""
+    if os.environ.get("LORA_LAB_DATA_DIR"):
+        return Path(os.environ["LORA_LAB_DATA_DIR"])
+    repo_data = Path(__file__).resolve().parent.parent / "data"
+    if (repo_data / "README.md").is_file():
+        return repo_data
+    return Path.home() / ".cache" / "lora_lab" / "data"
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA256,
+                      progress: bool = True) -> Path:
+    """Return the path of the verified ``SMSSpamCollection`` file, downloading it if needed.
+
+    When the verified file is already there, no network is touched. A file with the wrong
+    checksum is an error (with both checksums): delete it and run again. The download is
+    unpacked into a temporary file and moved into place only after its checksum is right.
+    """
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    target = data_dir / SMS_FILE
+    if target.exists():
+        actual = sha256_of(target)
+        if actual != sha256:
+            raise DataIntegrityError(
+                f"{target} is corrupt or not the SMS Spam Collection: sha256 {actual}, expected {sha256}. "
+                f"Delete it and run again to download a fresh copy from {url}.")
+        return target
+    data_dir.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            buf = io.BytesIO()
+            with tqdm(total=total, unit="B", unit_scale=True, desc="SMS Spam Collection",
+                      disable=not progress) as bar:
+                for chunk in iter(lambda: resp.read(1 << 16), b""):
+                    buf.write(chunk)
+                    bar.update(len(chunk))
+    except OSError as e:
+        raise ConnectionError(f"could not download the SMS Spam Collection from {url} ({e}). Connect to the "
+                              f"internet, or copy a verified SMSSpamCollection file into {data_dir}.") from e
+    try:
+        with zipfile.ZipFile(buf) as zf:
+            payload = zf.read(SMS_FILE)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise DataIntegrityError(f"the download from {url} is not a zip holding {SMS_FILE} ({e})") from e
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != sha256:
+        raise DataIntegrityError(f"downloaded {SMS_FILE} has sha256 {actual}, expected {sha256}; "
+                                 "nothing was written. Try again later or check the URL.")
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{SMS_FILE}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, target)
+    return target
+
+
+def load_sms_spam(data_dir=None, **download_kwargs) -> pd.DataFrame:
+    """The whole collection as a DataFrame with columns ``label`` ("ham"/"spam") and ``text``."""
+    path = download_sms_spam(data_dir, **download_kwargs)
+    df = pd.read_csv(path, sep="\t", header=None, names=["label", "text"], quoting=csv.QUOTE_NONE,
+                     encoding="utf-8", keep_default_na=False, dtype=str)
+    return df
+
+
+def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1)) -> tuple[pd.DataFrame, ...]:
+    """Undersample the majority class to the minority's size, shuffle, split train/val/test.
+
+    With the full collection: 747 spam + 747 ham -> 1,045 / 149 / 300 rows. Adds a
+    ``label_id`` column (ham 0, spam 1).
+    """
+    counts = df["label"].value_counts()
+    n = counts.min()
+    parts = [df[df["label"] == lab].sample(n, random_state=seed) if counts[lab] > n else df[df["label"] == lab]
+             for lab in sorted(counts.index)]
+    bal = pd.concat(parts).sample(frac=1, random_state=seed).reset_index(drop=True)
+    bal["label_id"] = bal["label"].map(LABELS).astype(int)
+    n_train = int(len(bal) * fractions[0])
+    n_val = int(len(bal) * fractions[1])
+    return (bal.iloc[:n_train].reset_index(drop=True), bal.iloc[n_train:n_train + n_val].reset_index(drop=True),
+            bal.iloc[n_train + n_val:].reset_index(drop=True))
+
+
+def get_tokenizer():
+    """GPT-2's byte-pair encoding (tiktoken downloads and caches its two files once)."""
+    import tiktoken
+
+    return tiktoken.get_encoding("gpt2")
+
+
+class SpamDataset(Dataset):
+    """Token ids and labels. Messages longer than ``max_length`` tokens are truncated; padding is
+    left to :func:`collate` so each batch is only as long as its longest message."""
+
+    def __init__(self, df: pd.DataFrame, tokenizer=None, max_length: int | None = None,
+                 text_column: str = "text", label_column: str = "label_id"):
+        tok = tokenizer or get_tokenizer()
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.encoded = [ids[:max_length] if max_length else ids
+                        for ids in tok.encode_ordinary_batch(df[text_column].tolist())]
+        self.labels = df[label_column].astype(int).tolist()
+        self.max_length = max(len(e) for e in self.encoded)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.encoded[i], self.labels[i]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T), right-padded with PAD_TOKEN_ID
+    lengths: torch.Tensor  # (B,) real tokens per row
+    labels: torch.Tensor  # (B,)
+
+    def to(self, device) -> "Batch":
+        return Batch(self.input_ids.to(device, non_blocking=True), self.lengths.to(device, non_blocking=True),
+                     self.labels.to(device, non_blocking=True))
+
+
+def collate(items, pad_to: int | None = None, pad_token_id: int = PAD_TOKEN_ID) -> Batch:
+    """Right-pad a list of ``(ids, label)`` to the batch's longest (or to ``pad_to``)."""
+    T = max(len(ids) for ids, _ in items) if pad_to is None else pad_to
+    x = torch.full((len(items), T), pad_token_id, dtype=torch.long)
+    for i, (ids, _) in enumerate(items):
+        x[i, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return Batch(x, torch.tensor([len(ids) for ids, _ in items]), torch.tensor([y for _, y in items]))
+
+
+class _Collate:  # picklable (DataLoader workers)
+    def __init__(self, pad_to):
+        self.pad_to = pad_to
+
+    def __call__(self, items):
+        return collate(items, self.pad_to)
+
+
+def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, drop_last: bool = False,
+                seed: int = 123, pad_to: int | None = None, num_replicas: int = 1, rank: int = 0,
+                num_workers: int = 0) -> DataLoader:
+    """A DataLoader that pads each batch to its own longest sequence (``pad_to`` to pad all to one length).
+
+    Sampling always goes through a seeded ``DistributedSampler`` (with one replica when not
+    distributed), so a single process sees exactly the global batches that ``num_replicas``
+    processes see together - the basis of the DDP equivalence test. Call
+    ``loader.sampler.set_epoch(epoch)`` for a new order each epoch.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                      collate_fn=_Collate(pad_to), num_workers=num_workers)
+
+
+def copy_if_missing(src, dst) -> None:
+    dst = Path(dst)
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
+        os.close(fd)
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)

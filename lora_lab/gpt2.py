@@ -1,0 +1,291 @@
+"""GPT-2 in one readable file, with plain ``nn.Linear`` layers so LoRA can find them.
+
+Module names follow OpenAI's / Hugging Face's GPT-2 (``transformer.h.0.attn.c_attn`` ...),
+so pretrained weights map onto it by name. One detail: GPT-2's checkpoints store these
+projections as ``Conv1D`` weights shaped ``(in, out)``; ``nn.Linear`` wants ``(out, in)``,
+so the loader transposes them.
+
+For classification (SMS spam), :meth:`GPT.to_classifier` swaps the LM head for a new,
+trainable ``Linear(n_embd, num_classes)`` and :meth:`GPT.classify` reads the output at the
+**last non-padding token** of each sequence. With causal attention that position has seen
+the whole message and nothing after it, so padding cannot change the prediction.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["GPTConfig", "GPT", "PRESETS", "load_pretrained", "linear_shapes",
+           "WeightsUnavailableError", "CheckpointMismatchError", "HUB_REPOS"]
+
+
+@dataclass
+class GPTConfig:
+    name: str = "gpt2"
+    vocab_size: int = 50257  # GPT-2's BPE vocabulary; 50256 is <|endoftext|>, which we also pad with
+    block_size: int = 1024  # longest sequence the position embedding knows
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768  # width of the residual stream ("emb_dim")
+    dropout: float = 0.0  # GPT-2 was trained with 0.1; 0 keeps fine-tuning deterministic and simple
+    bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
+    layer_norm_eps: float = 1e-5
+
+
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2": GPTConfig("gpt2", n_layer=12, n_head=12, n_embd=768),  # 124M
+    "gpt2-medium": GPTConfig("gpt2-medium", n_layer=24, n_head=16, n_embd=1024),  # 355M
+    "gpt2-large": GPTConfig("gpt2-large", n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": GPTConfig("gpt2-xl", n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    # for tests and smoke runs: the real vocabulary (so tiktoken works) but a toy body
+    "tiny": GPTConfig("tiny", block_size=256, n_layer=2, n_head=2, n_embd=64),
+}
+HUB_REPOS = {name: f"openai-community/{name}" for name in PRESETS if name != "tiny"}
+PAD_TOKEN_ID = 50256
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's "gelu_new"
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))  # pre-norm residual blocks, as in GPT-2
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+            ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        self.classifier: nn.Linear | None = None
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final (layer-normed) residual stream, ``(batch, seq, n_embd)``."""
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's block_size "
+                             f"{self.config.block_size}; truncate it (e.g. max_length={self.config.block_size})")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Language model: next-token logits at every position, ``(batch, seq, vocab)``.
+        Classifier (after :meth:`to_classifier`): class logits ``(batch, num_classes)`` at each
+        row's last real token, see :meth:`classify`."""
+        if self.classifier is not None:
+            return self.classify(idx, lengths)
+        return self.lm_head(self.hidden_states(idx))
+
+    # --- classification -------------------------------------------------------------
+    def to_classifier(self, num_classes: int) -> "GPT":
+        """Replace the LM head by a new ``Linear(n_embd, num_classes)``, trainable by default."""
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        w = self.transformer.wte.weight
+        self.classifier = nn.Linear(self.config.n_embd, num_classes).to(
+            device=w.device if w.device.type != "meta" else "meta", dtype=w.dtype)
+        self.lm_head = None
+        return self
+
+    def classify(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits ``(batch, num_classes)`` from the output at each sequence's last real token.
+
+        ``lengths[i]`` is the number of real (non-padding) tokens of row ``i``; padding must be
+        on the right. Without ``lengths`` every row is taken as unpadded.
+        """
+        if self.classifier is None:
+            raise RuntimeError("call model.to_classifier(num_classes) before classify()")
+        h = self.hidden_states(idx)
+        if lengths is None:
+            last = h[:, -1]
+        else:
+            last = h[torch.arange(h.shape[0], device=h.device), lengths.to(h.device) - 1]
+        return self.classifier(last)
+
+    # --- generation -----------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append ``max_new_tokens`` tokens. ``temperature=0`` is greedy (deterministic)."""
+        if self.lm_head is None:
+            raise RuntimeError("this model is a classifier; generation needs the LM head")
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -self.config.block_size:])[:, -1]
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                nxt = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+
+def linear_shapes(cfg: GPTConfig, target="all") -> list[tuple[str, int, int]]:
+    """``(name, in_features, out_features)`` of the Linear layers LoRA would wrap, computed from the
+    config alone (no weights needed) - the basis of the closed-form parameter count."""
+    d = cfg.n_embd
+    per_block = {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d), "mlp.c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}
+    keep = {"all": per_block, "attention": [k for k in per_block if k.startswith("attn")],
+            "mlp": [k for k in per_block if k.startswith("mlp")]}[target]
+    return [(f"transformer.h.{i}.{k}", *per_block[k]) for i in range(cfg.n_layer) for k in keep]
+
+
+# --- loading pretrained weights ---------------------------------------------------------
+class WeightsUnavailableError(RuntimeError):
+    """GPT-2 weights could not be downloaded and are not cached."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's tensors do not fit the model."""
+
+
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def _config_from_hf(path: Path, name: str) -> GPTConfig:
+    hf = json.loads(path.read_text())
+    return GPTConfig(name=name, vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024),
+                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                     layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5))
+
+
+def _fetch(name: str, cache_dir, local_files_only, endpoint) -> tuple[Path, Path]:
+    from huggingface_hub import hf_hub_download
+
+    repo = HUB_REPOS[name]
+    try:
+        files = [Path(hf_hub_download(repo, f, cache_dir=cache_dir, local_files_only=local_files_only,
+                                      endpoint=endpoint)) for f in ("config.json", "model.safetensors")]
+    except Exception as e:  # offline, DNS failure, hub down, not cached ...
+        raise WeightsUnavailableError(
+            f"Could not get the {name} weights: downloading {repo}/model.safetensors from the Hugging Face "
+            f"hub failed and no cached copy was found ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "Connect to the internet and run again (the file is cached after one download), or pass a local "
+            "folder with model.safetensors and config.json, or for a quick run without weights set "
+            "LORA_LAB_PROFILE=smoke (a tiny random GPT-2; its numbers mean nothing).") from e
+    return files[0], files[1]
+
+
+def load_pretrained(name_or_path: str, *, cache_dir=None, local_files_only: bool = False,
+                    endpoint: str | None = None, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device = "cpu") -> GPT:
+    """Load GPT-2 weights into :class:`GPT`.
+
+    ``name_or_path`` is a preset (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``), which
+    downloads ``model.safetensors`` from ``openai-community/<name>`` on the Hugging Face hub once
+    and caches it; or a local ``.safetensors`` file or a folder in the hub's layout (e.g. written by
+    ``transformers``' ``save_pretrained``), which loads offline.
+    """
+    from safetensors.torch import load_file
+
+    p = Path(name_or_path)
+    if p.exists():
+        weights = p / "model.safetensors" if p.is_dir() else p
+        if not weights.is_file():
+            raise FileNotFoundError(f"no model.safetensors in {p}; expected a folder in the Hugging Face layout")
+        cfg_file = weights.parent / "config.json"
+        if cfg_file.is_file():
+            cfg = _config_from_hf(cfg_file, name=str(name_or_path))
+        elif p.stem in PRESETS:
+            cfg = replace(PRESETS[p.stem])
+        else:
+            raise FileNotFoundError(f"no config.json beside {weights}; it says how many heads the model has")
+    elif str(name_or_path) in HUB_REPOS:
+        cfg_file, weights = _fetch(str(name_or_path), cache_dir, local_files_only, endpoint)
+        cfg = _config_from_hf(cfg_file, name=str(name_or_path))
+    else:
+        raise ValueError(f"{name_or_path!r} is neither a local file/folder nor one of {sorted(HUB_REPOS)}")
+
+    sd = load_file(str(weights))
+    with torch.device("meta"):
+        model = GPT(cfg)
+    own = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    mapped = {}
+    for k, v in sd.items():
+        k = k.removeprefix("transformer.")
+        if k.endswith((".attn.bias", ".attn.masked_bias")) or k == "lm_head.weight":
+            continue  # causal-mask buffers of old checkpoints; the LM head is tied to wte
+        mapped["transformer." + k] = v.t() if k.endswith(_CONV1D) else v
+    missing = sorted(set(own) - set(mapped))
+    unexpected = sorted(set(mapped) - set(own))
+    bad = [f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
+           for k in own if k in mapped and mapped[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        parts = [f"missing {len(missing)}: {missing[:6]}" if missing else "",
+                 f"unexpected {len(unexpected)}: {unexpected[:6]}" if unexpected else "",
+                 f"wrong shape {len(bad)}: {bad[:6]}" if bad else ""]
+        raise CheckpointMismatchError(f"{weights} does not fit GPT-2 config {asdict(cfg)}: "
+                                      + "; ".join(x for x in parts if x))
+    model.load_state_dict({k: v.to(dtype) for k, v in mapped.items()}, strict=False, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # re-tie after assign
+    return model.to(device)

@@ -1,0 +1,231 @@
+"""Training and evaluation of a sequence classifier (GPT-2 or any model called as ``model(input_ids, lengths)``).
+
+One loop serves every method (LoRA, full, last block): what is trained is decided by
+``requires_grad`` before the call, and the optimizer only ever sees trainable parameters -
+that is where LoRA's memory saving in optimizer state comes from.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import resource
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["pick_device", "set_seed", "precision_for", "train_classifier", "evaluate", "predict",
+           "train_step", "make_optimizer", "peak_memory_bytes", "reset_peak_memory", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """``$LORA_LAB_DEVICE`` or ``prefer`` if given, else cuda > mps > cpu."""
+    prefer = prefer or os.environ.get("LORA_LAB_DEVICE")
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype: on CUDA bf16 where supported, else fp16; fp32 (None) elsewhere unless asked."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def _autocast(device: torch.device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: peak bytes allocated by tensors since the last reset. CPU: the process's peak resident
+    set size (a high-water mark over the process's whole life)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: unfreeze something (e.g. "
+                         "mark_only_lora_trainable(model)) before training")
+    kw = {"fused": True} if params[0].is_cuda else {}
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
+
+
+def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max_grad_norm=None):
+    """One forward + backward + optimizer step. Returns (loss tensor, number correct tensor)."""
+    with _autocast(device, amp_dtype):
+        logits = model(batch.input_ids, batch.lengths)
+        loss = F.cross_entropy(logits.float(), batch.labels)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if max_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+        optimizer.step()
+    return loss.detach(), (logits.detach().argmax(-1) == batch.labels).sum()
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t
+
+
+@torch.no_grad()
+def evaluate(model, loader, device=None, max_batches: int | None = None, amp_dtype=None) -> dict:
+    """Mean cross-entropy and accuracy over a loader (summed over ranks when distributed)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = batch.to(device)
+        with _autocast(device, amp_dtype):
+            logits = model(batch.input_ids, batch.lengths).float()
+        sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum")
+        sums[1] += (logits.argmax(-1) == batch.labels).sum()
+        sums[2] += len(batch.labels)
+    model.train(was_training)
+    loss_sum, correct, n = _all_reduce(sums).tolist()
+    return {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1), "n": int(n)}
+
+
+@torch.no_grad()
+def predict(model, loader, device=None) -> pd.DataFrame:
+    """Per-example predictions in loader order: ``label``, ``pred``, ``p_spam`` (probability of class 1)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rows = []
+    for batch in loader:
+        batch = batch.to(device)
+        probs = F.softmax(model(batch.input_ids, batch.lengths).float(), -1)
+        rows.append(pd.DataFrame({"label": batch.labels.cpu().numpy(), "pred": probs.argmax(-1).cpu().numpy(),
+                                  "p_spam": probs[:, 1].cpu().numpy()}))
+    model.train(was_training)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+        torch.distributed.get_rank() == 0
+
+
+def default_progress() -> bool:
+    """Progress bars on, except under CI or when LORA_LAB_PROGRESS=0 (they write to stderr)."""
+    return os.environ.get("LORA_LAB_PROGRESS", "1") != "0" and not os.environ.get("CI")
+
+
+def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, lr: float = 5e-5,
+                     weight_decay: float = 0.1, device=None, precision: str = "auto",
+                     max_grad_norm: float | None = None, eval_max_batches: int | None = None,
+                     progress: bool | None = None, log=print, optimizer=None) -> pd.DataFrame:
+    """Train for ``epochs`` epochs with AdamW over the trainable parameters; evaluate after each.
+
+    Returns a DataFrame, one row per epoch: ``train_loss``, ``train_acc`` (running, over the epoch's
+    batches), ``val_loss``, ``val_acc``, ``epoch_s`` (training time), ``eval_s``, ``elapsed_s`` (wall time
+    so far, evaluation included), ``tokens_per_s`` (real, non-padding training tokens per second) and
+    ``peak_mem_mb``. ``df.attrs`` holds the device and precision. Raises
+    :class:`NonFiniteLossError` when the loss becomes NaN or infinite.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    amp_dtype = precision_for(device, precision)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+    optimizer = optimizer or make_optimizer(model, lr, weight_decay)
+    progress = default_progress() if progress is None else progress
+    show = progress and _is_main_process()
+    check_every = 1 if device.type == "cpu" else 25  # each check syncs the GPU
+    from tqdm.auto import tqdm
+
+    rows, t_start = [], time.perf_counter()
+    reset_peak_memory(device)
+    model.train()
+    for epoch in range(1, epochs + 1):
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct, n, tokens
+        t0 = time.perf_counter()
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", disable=not show, leave=False)
+        for step, batch in enumerate(bar, 1):
+            batch = batch.to(device)
+            loss, correct = train_step(model, batch, optimizer, device, amp_dtype, scaler, max_grad_norm)
+            n = len(batch.labels)
+            sums[0] += loss * n
+            sums[1] += correct
+            sums[2] += n
+            sums[3] += batch.lengths.sum()
+            if step % check_every == 0 and not math.isfinite(loss.item()):
+                raise NonFiniteLossError(
+                    f"training loss became {loss.item()} at epoch {epoch}, step {step}. The step size is too large "
+                    f"for this model: lower the learning rate (now {optimizer.param_groups[0]['lr']:g}), lower alpha, "
+                    "or set max_grad_norm=1.0; with fp16 mixed precision try bf16 or fp32.")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t0
+        loss_sum, correct, n, tokens = _all_reduce(sums).tolist()
+        if not math.isfinite(loss_sum):
+            raise NonFiniteLossError(f"training loss became {loss_sum} in epoch {epoch}: lower the learning rate "
+                                     f"(now {optimizer.param_groups[0]['lr']:g}) or set max_grad_norm=1.0")
+        t1 = time.perf_counter()
+        val = evaluate(model, val_loader, device, eval_max_batches, amp_dtype) if val_loader is not None else \
+            {"loss": float("nan"), "accuracy": float("nan")}
+        row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n, "val_loss": val["loss"],
+               "val_acc": val["accuracy"], "epoch_s": train_s, "eval_s": time.perf_counter() - t1,
+               "elapsed_s": time.perf_counter() - t_start, "tokens_per_s": tokens / train_s,
+               "peak_mem_mb": peak_memory_bytes(device) / 2**20}
+        rows.append(row)
+        if log and _is_main_process():
+            log(f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.1%} | "
+                f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.1%} | {train_s:.1f}s, "
+                f"{row['tokens_per_s']:,.0f} tok/s")
+    df = pd.DataFrame(rows)
+    df.attrs.update(device=str(device), precision=str(amp_dtype or "fp32"))
+    return df

@@ -1,0 +1,115 @@
+"""The SMS Spam Collection: download (from a local HTTP server), verification, split, batching."""
+import hashlib
+import http.server
+import io
+import threading
+import zipfile
+from functools import partial
+
+import pytest
+import torch
+
+from lora_lab.data import (SMS_SHA256, DataIntegrityError, SpamDataset, balanced_split, collate, download_sms_spam,
+                           load_sms_spam, make_loader)
+
+
+@pytest.fixture(scope="module")
+def df():
+    return load_sms_spam()
+
+
+def test_collection_counts(df):
+    assert len(df) == 5574
+    assert (df["label"] == "spam").sum() == 747 and (df["label"] == "ham").sum() == 4827
+    assert list(df.columns) == ["label", "text"]
+
+
+def test_balanced_split_sizes_and_seed(df):
+    train, val, test = balanced_split(df, seed=123)
+    assert (len(train), len(val), len(test)) == (1045, 149, 300)
+    import pandas as pd
+    allrows = pd.concat([train, val, test])
+    assert (allrows["label"] == "spam").sum() == 747 and (allrows["label"] == "ham").sum() == 747
+    assert not set(train["text"] + "|" + train.index.astype(str)) & set(test["text"] + "|" + test.index.astype(str))
+    again = balanced_split(df, seed=123)
+    assert all(a.equals(b) for a, b in zip((train, val, test), again))
+    other = balanced_split(df, seed=7)
+    assert not train["text"].equals(other[0]["text"])
+    assert set(train["label_id"]) == {0, 1}
+
+
+@pytest.fixture
+def served_zip(tmp_path):
+    """Serve a zip of the real file on 127.0.0.1 (loopback only) and return (url, served_dir)."""
+    from lora_lab.data import default_data_dir
+    payload = (default_data_dir() / "SMSSpamCollection").read_bytes()
+    root = tmp_path / "www"
+    root.mkdir()
+
+    def write(name, data):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("SMSSpamCollection", data)
+            zf.writestr("readme", "SMS Spam Collection")
+        (root / name).write_bytes(buf.getvalue())
+
+    write("good.zip", payload)
+    write("bad.zip", payload[:-10])
+    (root / "notzip.zip").write_bytes(b"<html>error page</html>")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_extract_verify(served_zip, tmp_path):
+    out = tmp_path / "data"
+    path = download_sms_spam(out, url=f"{served_zip}/good.zip", progress=False)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SMS_SHA256
+    assert sorted(p.name for p in out.iterdir()) == ["SMSSpamCollection"]  # no temp files left
+    # verified file present: no network (an unreachable URL is never contacted)
+    assert download_sms_spam(out, url="http://127.0.0.1:9/nothing.zip") == path
+
+
+def test_download_with_wrong_checksum_writes_nothing(served_zip, tmp_path):
+    out = tmp_path / "data"
+    with pytest.raises(DataIntegrityError, match=f"expected {SMS_SHA256}"):
+        download_sms_spam(out, url=f"{served_zip}/bad.zip", progress=False)
+    assert not list(out.iterdir())
+    with pytest.raises(DataIntegrityError, match="not a zip"):
+        download_sms_spam(out, url=f"{served_zip}/notzip.zip", progress=False)
+    with pytest.raises(ConnectionError, match="Connect to the internet"):
+        download_sms_spam(out, url="http://127.0.0.1:9/x.zip", progress=False)
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path):
+    (tmp_path / "SMSSpamCollection").write_text("ham\thello\n")
+    actual = hashlib.sha256(b"ham\thello\n").hexdigest()
+    with pytest.raises(DataIntegrityError, match=f"sha256 {actual}, expected {SMS_SHA256}.*Delete it"):
+        load_sms_spam(tmp_path)
+
+
+def test_dataset_truncates_and_loader_pads_per_batch(df):
+    train, _, _ = balanced_split(df)
+    ds = SpamDataset(train, max_length=20)
+    assert max(len(ids) for ids, _ in ds) == 20 == ds.max_length
+    full = SpamDataset(train)
+    assert full.max_length > 20
+    loader = make_loader(full, batch_size=8)
+    for batch in loader:
+        assert batch.input_ids.shape[1] == int(batch.lengths.max())  # only as long as its longest
+        for row, n in zip(batch.input_ids, batch.lengths):
+            assert torch.all(row[n:] == 50256) and (n == 0 or row[n - 1] != 50256 or True)
+    b = collate([([1, 2, 3], 0), ([4], 1)], pad_to=6)
+    assert b.input_ids.tolist() == [[1, 2, 3, 50256, 50256, 50256], [4, 50256, 50256, 50256, 50256, 50256]]
+    assert b.lengths.tolist() == [3, 1] and b.labels.tolist() == [0, 1]
+
+
+def test_shuffled_loader_is_seeded(df):
+    train, _, _ = balanced_split(df)
+    ds = SpamDataset(train.head(64))
+    first = [b.labels.tolist() for b in make_loader(ds, 8, shuffle=True, seed=1)]
+    again = [b.labels.tolist() for b in make_loader(ds, 8, shuffle=True, seed=1)]
+    assert first == again

@@ -1,0 +1,99 @@
+"""Training loop, reproducibility, NaN handling, and the finetune command."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from lora_lab.data import SpamDataset, balanced_split, load_sms_spam, make_loader
+from lora_lab.finetune import apply_method
+from lora_lab.gpt2 import GPT, PRESETS
+from lora_lab.lora import count_parameters
+from lora_lab.train import NonFiniteLossError, make_optimizer, set_seed, train_classifier
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    df = load_sms_spam()
+    df = df.groupby("label", group_keys=False).sample(40, random_state=0)
+    train, val, _ = balanced_split(df)
+    return (make_loader(SpamDataset(train, max_length=32), 8, shuffle=True, drop_last=True),
+            make_loader(SpamDataset(val, max_length=32), 8))
+
+
+def _run(method, loaders, seed=5, **kw):
+    set_seed(seed)
+    model = apply_method(GPT(PRESETS["tiny"]).to_classifier(2), method, 4, 4)
+    hist = train_classifier(model, *loaders, epochs=2, lr=1e-3, log=None, **kw)
+    return model, hist
+
+
+def test_history_columns_and_learning(loaders):
+    _, hist = _run("lora", loaders)
+    assert list(hist.columns) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "eval_s",
+                                  "elapsed_s", "tokens_per_s", "peak_mem_mb"]
+    assert len(hist) == 2 and (hist["tokens_per_s"] > 0).all() and (hist["peak_mem_mb"] > 0).all()
+    assert hist.attrs["device"] == "cpu" and hist.attrs["precision"] == "fp32"
+
+
+def test_same_seed_same_numbers(loaders):
+    _, a = _run("lora", loaders, seed=11)
+    _, b = _run("lora", loaders, seed=11)
+    assert a[["train_loss", "val_loss", "val_acc"]].equals(b[["train_loss", "val_loss", "val_acc"]])
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "last-block"])
+def test_only_trainable_parameters_change_and_reach_the_optimizer(method, loaders):
+    set_seed(0)
+    model = apply_method(GPT(PRESETS["tiny"]).to_classifier(2), method, 4, 4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = make_optimizer(model, 1e-3)
+    n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_opt == count_parameters(model).trainable
+    train_classifier(model, *loaders, epochs=1, optimizer=opt, log=None)
+    for n, p in model.named_parameters():
+        changed = not torch.equal(p, before[n])
+        assert changed == p.requires_grad, n
+    if method == "last-block":
+        assert model.transformer.h[-1].mlp.c_fc.weight.requires_grad and not model.transformer.h[0].ln_1.weight.requires_grad
+
+
+def test_nan_loss_stops_with_a_clear_error(loaders):
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, idx, lengths):
+            return torch.full((idx.shape[0], 2), float("nan")) * self.w
+
+    with pytest.raises(NonFiniteLossError, match="lower the learning rate"):
+        train_classifier(Broken(), *loaders, epochs=1, log=None)
+
+
+def test_no_trainable_parameters_is_a_clear_error(loaders):
+    model = GPT(PRESETS["tiny"]).to_classifier(2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train_classifier(model, *loaders, epochs=1, log=None)
+
+
+def test_finetune_cli_tiny_random(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "lora_lab.finetune", "--model", "tiny", "--weights", "random",
+                        "--epochs", "1", "--subset", "40", "--max-length", "32", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "CI": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "SMOKE RUN" in r.stdout and "MEAN NOTHING" in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["smoke_numbers_mean_nothing"] is True and metrics["method"] == "lora"
+    assert 0 <= metrics["test_acc"] <= 1 and metrics["params_trainable"] < metrics["params_total"]
+    assert (out / "curves.png").stat().st_size > 10_000 and (out / "adapter" / "adapter.safetensors").exists()
+
+
+def test_finetune_cli_bad_rank_is_rejected(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "lora_lab.finetune", "--model", "tiny", "--weights", "random",
+                        "--rank", "0", "--subset", "20", "--out", str(tmp_path)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "rank must be a positive int" in r.stderr
