@@ -1,0 +1,400 @@
+"""Speed and memory of full fine-tuning vs LoRA, measured, with real GPT-2 shapes.
+
+    python -m lora_lab.bench                                   # CPU default: tiny and gpt2, all methods
+    python -m lora_lab.bench --shapes gpt2 gpt2-xl --device cuda
+    python -m lora_lab.bench --quick                           # seconds: the CI configuration
+    python -m lora_lab.bench --ddp-comm                        # bytes all-reduced per step, LoRA vs full
+
+Weights are random (speed and memory do not depend on their values); the batches are real: the
+balanced SMS-spam training split, batch 8, padded per batch, in the same seeded order for every
+configuration. Each configuration runs in a fresh subprocess so its peak memory is its own.
+
+Measured per configuration: median step time (forward + backward + AdamW step) after warm-up,
+real tokens/s, peak memory (CUDA: peak bytes allocated; CPU: peak resident set size of the process,
+which includes the ~0.3-0.5 GB of the Python/torch runtime, see ``baseline_rss_mb``), trainable
+parameters, optimizer-state bytes, checkpoint bytes (adapter vs full), and the achieved model
+FLOP/s (and MFU against the GPU's dense bf16 peak, on GPUs we know).
+Results are written as JSON, one file per device, under ``benchmarks/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["run_one", "run_all", "model_flops_per_step", "device_name"]
+
+METHODS = ("full", "last-block", "lora-8", "lora-16", "lora-64")
+# dense bf16 peak (no sparsity) from the vendors' data sheets, for MFU
+PEAK_BF16_FLOPS = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
+                   "T4": 65e12}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def model_flops_per_step(cfg, batch_shape, method: str, rank: int | None) -> float:
+    """Matmul FLOPs of one training step (the usual 2 FLOPs per multiply-add).
+
+    Forward: ``2 * params_in_linears * tokens`` + attention ``4 * n_layer * B * T^2 * d``.
+    Backward: gradients w.r.t. activations down to the first trainable layer (another forward's worth),
+    and w.r.t. weights only for trainable ones - which is why LoRA's backward is cheaper than full
+    fine-tuning's, and last-block's cheaper still (its backward stops after one block).
+    """
+    B, T = batch_shape
+    d, L = cfg.n_embd, cfg.n_layer
+    lin = L * 12 * d * d  # c_attn 3d^2 + c_proj d^2 + c_fc 4d^2 + mlp c_proj 4d^2
+    fwd = 2 * lin * B * T + 4 * L * B * T * T * d
+    if method == "full":
+        return 3 * fwd
+    if method == "last-block":  # frozen earlier blocks need no backward at all
+        return fwd + 2 * fwd / L
+    lora = 2 * L * rank * 16 * d * B * T  # rank*(in+out) per layer, summed: 16*d*rank per block
+    return 2 * fwd + 3 * lora
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", precision="fp32",
+            compile=False, padding="batch", batch_size=8, seed=123, data_dir=None) -> dict:
+    """Measure one configuration in this process. Returns a flat dict (one row of the results table)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
+    from .finetune import apply_method
+    from .gpt2 import GPT, PRESETS
+    from .lora import count_parameters, lora_state_dict
+    from .train import make_optimizer, peak_memory_bytes, precision_for, reset_peak_memory, set_seed, train_step
+
+    baseline_rss = _rss_mb()
+    dev = torch.device(device)
+    train_df, _, _ = balanced_split(load_sms_spam(data_dir), seed=seed)
+    ds = SpamDataset(train_df)
+    loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed,
+                         pad_to=ds.max_length if padding == "longest" else None)
+    batches = []
+    for b in loader:
+        batches.append(b)
+        if len(batches) == steps + warmup:
+            break
+    set_seed(seed)
+    cfg = PRESETS[shape]
+    with dev:
+        model = GPT(cfg).to_classifier(2)
+    rank = int(method.split("-")[1]) if method.startswith("lora") else None
+    apply_method(model, "lora" if rank else method, rank or 16, rank or 16)
+    model.to(dev).train()
+    params = count_parameters(model)
+    fwd_model = torch.compile(model) if compile else model
+    opt = make_optimizer(model, 1e-4)
+    amp = precision_for(dev, precision)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and dev.type == "cuda" else None
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    reset_peak_memory(dev)
+    times, tokens, padded, flops = [], [], [], []
+    t_compile = time.perf_counter()
+    for i, b in enumerate(batches):
+        b = b.to(dev)
+        sync()
+        t0 = time.perf_counter()
+        train_step(fwd_model, b, opt, dev, amp, scaler)
+        sync()
+        dt = time.perf_counter() - t0
+        if i == 0:
+            t_compile = dt
+        if i >= warmup:
+            times.append(dt)
+            tokens.append(int(b.lengths.sum()))
+            padded.append(b.input_ids.numel())
+            flops.append(model_flops_per_step(cfg, tuple(b.input_ids.shape), "lora" if rank else method, rank))
+    opt_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                    if torch.is_tensor(t) and t.dim() > 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank:
+            saved = lora_state_dict(model, ["classifier"])
+        elif method == "last-block":
+            saved = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            saved = {k: v for k, v in model.state_dict().items()}
+        # tied weights share storage; store each tensor once, as a checkpoint would
+        seen, uniq = set(), {}
+        for k, v in saved.items():
+            if v.data_ptr() not in seen:
+                seen.add(v.data_ptr())
+                uniq[k] = v.detach().contiguous().cpu()
+        save_file(uniq, f"{tmp}/ckpt.safetensors")
+        ckpt_bytes = os.path.getsize(f"{tmp}/ckpt.safetensors")
+    total_s = sum(times)
+    med = statistics.median(times)
+    row = {
+        "shape": shape, "method": method, "precision": str(amp).replace("torch.", "") if amp else "fp32",
+        "compile": compile, "padding": padding, "batch_size": batch_size, "steps": len(times),
+        "step_ms_median": 1e3 * med, "step_ms_p10": 1e3 * sorted(times)[len(times) // 10],
+        "step_ms_p90": 1e3 * sorted(times)[min(len(times) - 1, (9 * len(times)) // 10)],
+        "first_step_ms": 1e3 * t_compile,
+        "tokens_per_s": sum(tokens) / total_s, "padded_tokens_per_s": sum(padded) / total_s,
+        "peak_mem_mb": peak_memory_bytes(dev) / 2**20, "baseline_rss_mb": baseline_rss if dev.type == "cpu" else None,
+        "params_total": params.total, "params_trainable": params.trainable,
+        "optimizer_state_mb": opt_bytes / 2**20, "checkpoint_mb": ckpt_bytes / 2**20,
+        "achieved_tflops": sum(flops) / total_s / 1e12,
+    }
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(0)
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        row["mfu"] = row["achieved_tflops"] * 1e12 / peak if peak else None
+    return row
+
+
+def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, data_dir=None) -> list[dict]:
+    """Forward latency of one batch: plain base model vs LoRA unmerged vs LoRA merged."""
+    import torch
+
+    from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
+    from .gpt2 import GPT, PRESETS
+    from .lora import merge_lora, replace_linear_with_lora
+
+    dev = torch.device(device)
+    _, _, test_df = balanced_split(load_sms_spam(data_dir), seed=seed)
+    batch = next(iter(make_loader(SpamDataset(test_df), 8))).to(dev)
+    torch.manual_seed(seed)
+    with dev:
+        model = GPT(PRESETS[shape]).to_classifier(2).eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def timed():
+        ts = []
+        with torch.no_grad():
+            for i in range(iters + 3):
+                sync()
+                t0 = time.perf_counter()
+                model(batch.input_ids, batch.lengths)
+                sync()
+                if i >= 3:
+                    ts.append(time.perf_counter() - t0)
+        return 1e3 * statistics.median(ts)
+
+    rows = [{"shape": shape, "variant": "base model", "latency_ms": timed()}]
+    replace_linear_with_lora(model, rank, rank)
+    rows.append({"shape": shape, "variant": f"LoRA r={rank} unmerged", "latency_ms": timed()})
+    merge_lora(model)
+    rows.append({"shape": shape, "variant": f"LoRA r={rank} merged", "latency_ms": timed()})
+    for r in rows:
+        r["batch_shape"] = list(batch.input_ids.shape)
+    return rows
+
+
+# --- DDP communication ----------------------------------------------------------------
+def _ddp_worker(rank, world, port, shape, method, out_file):
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    from .data import collate
+    from .finetune import apply_method
+    from .gpt2 import GPT, PRESETS
+    from .train import make_optimizer, train_step
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = GPT(PRESETS[shape]).to_classifier(2)
+    r = int(method.split("-")[1]) if method.startswith("lora") else 16
+    apply_method(model, "lora" if method.startswith("lora") else method, r, r)
+    ddp = DDP(model)
+    sent = []
+
+    def counting_hook(state, bucket):
+        sent.append(bucket.buffer().numel() * bucket.buffer().element_size())
+        return allreduce_hook(state, bucket)
+
+    ddp.register_comm_hook(None, counting_hook)
+    opt = make_optimizer(model, 1e-4)
+    batch = collate([([1, 2, 3, 4] * 4, 0), ([5, 6] * 5, 1)])
+    for step in range(2):
+        sent.clear()
+        train_step(ddp, batch, opt, torch.device("cpu"))
+    if rank == 0:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        Path(out_file).write_text(json.dumps({"shape": shape, "method": method, "world_size": world,
+                                              "bytes_allreduced_per_step": sum(sent), "buckets": len(sent),
+                                              "trainable_params": trainable}))
+    dist.destroy_process_group()
+
+
+def ddp_comm(shape="gpt2", methods=("full", "lora-16"), world=2) -> list[dict]:
+    """Bytes each rank all-reduces per training step under DDP, counted by a communication hook
+    (the gradient buckets DDP actually syncs), with ``world`` gloo processes on this machine."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    rows = []
+    for method in methods:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/r.json"
+            mp.spawn(_ddp_worker, args=(world, port, shape, method, out), nprocs=world, join=True)
+            rows.append(json.loads(Path(out).read_text()))
+    return rows
+
+
+# --- driver -----------------------------------------------------------------------------
+def _in_subprocess(kwargs: dict, timeout=1800) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "lora_lab.bench", "--one", json.dumps(kwargs)], capture_output=True,
+                       text=True, timeout=timeout, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"benchmark {kwargs} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True, inference=True,
+            comm=False, log=print) -> dict:
+    import torch
+
+    rows = []
+    configs = [dict(shape=s, method=m) for s in shapes for m in methods]
+    if ablations:  # each speed-up on its own, on the largest shape measured, LoRA r=16 and full
+        s = shapes[-1]
+        for m in ("full", "lora-16"):
+            configs.append(dict(shape=s, method=m, padding="longest"))
+            configs.append(dict(shape=s, method=m, precision="bf16" if device == "cpu" else "fp32"))
+            configs.append(dict(shape=s, method=m, compile=True))
+    default_precision = "fp32" if device == "cpu" else "auto"
+    for c in configs:
+        c = {"device": device, "steps": steps, "warmup": warmup, "precision": default_precision, **c}
+        t0 = time.perf_counter()
+        row = _in_subprocess(c)
+        rows.append(row)
+        log(f"{row['shape']:>11} {row['method']:>10} {row['precision']:>8} compile={row['compile']!s:5} "
+            f"pad={row['padding']:7} step {row['step_ms_median']:8.1f} ms  {row['tokens_per_s']:9,.0f} tok/s  "
+            f"peak {row['peak_mem_mb']:8.0f} MB  ({time.perf_counter() - t0:.0f}s)")
+    result = {
+        "device": device_name(device), "device_type": device, "torch": torch.__version__,
+        "cuda": torch.version.cuda, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "commit": _git_commit(), "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "note": "random weights; real SMS-spam batches (batch 8, per-batch padding unless padding=longest)",
+        "results": rows,
+    }
+    if inference:
+        result["inference"] = inference_latency(shapes[-1], device=device)
+    if comm:
+        result["ddp_comm"] = ddp_comm(shapes[-1])
+    return result
+
+
+def summary_table(result: dict):
+    import pandas as pd
+
+    df = pd.DataFrame(result["results"])
+    base = df[(df.padding == "batch") & (~df["compile"]) & (df.precision == df.precision.iloc[0])]
+    cols = ["shape", "method", "step_ms_median", "tokens_per_s", "peak_mem_mb", "params_trainable",
+            "optimizer_state_mb", "checkpoint_mb", "achieved_tflops"] + (["mfu"] if "mfu" in df else [])
+    return base[cols]
+
+
+def ratios(result: dict):
+    """LoRA-16 / full ratios of step time and peak memory, per shape (default configuration)."""
+    t = summary_table(result).set_index(["shape", "method"])
+    out = {}
+    for shape in t.index.get_level_values(0).unique():
+        if (shape, "full") in t.index and (shape, "lora-16") in t.index:
+            f, lo = t.loc[(shape, "full")], t.loc[(shape, "lora-16")]
+            out[shape] = {"step_time_lora_over_full": lo.step_ms_median / f.step_ms_median,
+                          "peak_mem_lora_over_full": lo.peak_mem_mb / f.peak_mem_mb}
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m lora_lab.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="+", default=None, help="default: tiny gpt2 on CPU; all sizes on CUDA")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--ddp-comm", action="store_true", help="also measure DDP bytes per step (2 gloo processes)")
+    ap.add_argument("--quick", action="store_true", help="seconds: tiny shape, full and lora-16, 3 steps (CI)")
+    ap.add_argument("--out", default=None, help="JSON file (default benchmarks/<device>.json)")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(**json.loads(args.one))))
+        return
+    import torch
+
+    from .train import pick_device
+
+    device = str(args.device or pick_device())
+    if args.quick:
+        shapes, methods, steps, warmup, abl = ["tiny"], ["full", "lora-16"], 3, 1, False
+    else:
+        shapes = args.shapes or (["tiny", "gpt2"] if device == "cpu" else
+                                 ["tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
+        methods, steps, warmup, abl = args.methods, args.steps, args.warmup, not args.no_ablations
+    result = run_all(shapes, methods, device=device, steps=steps, warmup=warmup, ablations=abl,
+                     comm=args.ddp_comm, inference=True)
+    out = Path(args.out or f"benchmarks/{device.split(':')[0]}-{_slug(result['device'])}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:,.2f}".format):
+        print(f"\n{result['device']}, torch {result['torch']}:")
+        print(summary_table(result).to_string(index=False))
+        print("\ninference:", pd.DataFrame(result["inference"]).to_string(index=False))
+        if "ddp_comm" in result:
+            print("\nDDP:", pd.DataFrame(result["ddp_comm"]).to_string(index=False))
+        print("\nLoRA-16 / full:", json.dumps(ratios(result), indent=1))
+    print(f"wrote {out}")
+    del torch
+
+
+if __name__ == "__main__":
+    main()
