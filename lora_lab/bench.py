@@ -384,6 +384,8 @@ def main(argv=None):
     ap.add_argument("--e2e-epochs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="seconds: tiny shape, full and lora-16, 3 steps (CI)")
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/<device>.json)")
+    ap.add_argument("--append", action="store_true",
+                    help="add --e2e / --ddp-comm results to an existing --out file instead of measuring the table")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
@@ -394,6 +396,22 @@ def main(argv=None):
     from .train import pick_device
 
     device = str(args.device or pick_device())
+    if args.append:
+        if not args.out or not Path(args.out).is_file():
+            raise SystemExit("--append needs --out naming an existing results file")
+        result = json.loads(Path(args.out).read_text())
+        if args.e2e:
+            result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
+            result["end_to_end_commit"] = _git_commit()
+        if args.ddp_comm:
+            result["ddp_comm"] = ddp_comm(args.shapes[-1] if args.shapes else "gpt2")
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        import pandas as pd
+        for key in ("end_to_end", "ddp_comm"):
+            if key in result:
+                print(key, pd.DataFrame(result[key]).to_string(index=False), sep="\n")
+        print(f"updated {args.out}")
+        return
     if args.quick:
         shapes, methods, steps, warmup, abl = ["tiny"], ["full", "lora-16"], 3, 1, False
     else:
