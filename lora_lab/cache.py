@@ -17,7 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .data import SMS_FILE, SMS_SHA256, DataIntegrityError, copy_if_missing, default_data_dir, sha256_of
+from .data import SMS_FILE, SMS_SHA256, DataIntegrityError, default_data_dir
+from .files import copy_if_missing, sha256_of
 
 TIKTOKEN_FILES = {  # file: (URL tiktoken downloads it from, sha256 tiktoken checks)
     "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",

@@ -10,8 +10,6 @@ import csv
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -20,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .files import atomic_write, sha256_of
 
 __all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
            "balanced_split", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
@@ -45,14 +45,6 @@ def default_data_dir() -> Path:
     if (repo_data / "README.md").is_file():
         return repo_data
     return Path.home() / ".cache" / "lora_lab" / "data"
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA256,
@@ -96,10 +88,7 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
     if actual != sha256:
         raise DataIntegrityError(f"downloaded {SMS_FILE} has sha256 {actual}, expected {sha256}; "
                                  "nothing was written. Try again later or check the URL.")
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{SMS_FILE}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, target)
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(payload))
     return target
 
 
@@ -199,13 +188,3 @@ def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, dr
                                  drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                       collate_fn=_Collate(pad_to, pad_token_id), num_workers=num_workers)
-
-
-def copy_if_missing(src, dst) -> None:
-    dst = Path(dst)
-    if not dst.exists():
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".tmp")
-        os.close(fd)
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)

