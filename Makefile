@@ -31,8 +31,10 @@ $(VENV)/.test: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.lab
 install-test: $(VENV)/.test
 
+# extra JupyterLab options, e.g. LAB_ARGS="--no-browser --port 8899" (add --allow-root in a root container)
+LAB_ARGS ?=
 lab: $(VENV)/.lab
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab notebooks/ $(LAB_ARGS)
 
 # Unit tests, then every notebook under nbval in the smoke profile (tiny random GPT-2, data subset).
 test: $(VENV)/.test

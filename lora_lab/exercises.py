@@ -9,7 +9,8 @@ import torch
 
 __all__ = ["check", "check_storage", "check_eckart_young", "check_lora_params", "check_scaling",
            "check_last_token_index", "check_split_sizes", "check_optimizer_state_bytes", "check_merged_weight",
-           "check_delta_rank", "check_allreduce_bytes"]
+           "check_delta_rank", "check_allreduce_bytes", "check_trainable_fraction", "check_checkpoints_per_full",
+           "check_lora_params_total"]
 
 
 def check(ok: bool, hint: str) -> bool:
@@ -84,3 +85,24 @@ def check_delta_rank(answer, delta, tol: float = 1e-6) -> bool:
 def check_allreduce_bytes(answer, trainable_params: int, bytes_per_value: int = 4) -> bool:
     return check(answer == trainable_params * bytes_per_value, "DDP syncs one gradient value per trainable "
                  "parameter, 4 bytes each in fp32")
+
+
+# notebooks 4, 5, 7, 8
+def check_trainable_fraction(answer, model) -> bool:
+    """Share of a model's parameters that train (a number between 0 and 1)."""
+    from .lora import count_parameters
+
+    pc = count_parameters(model)
+    return check(_close(answer, pc.trainable / pc.total, rtol=1e-4), "divide the trainable count by the total "
+                 "(count_parameters(model) has both); a share, not a percentage")
+
+
+def check_checkpoints_per_full(answer, adapter_bytes: int, full_bytes: int) -> bool:
+    return check(answer == full_bytes // adapter_bytes, "how many whole adapter files fit into the bytes of one "
+                 "full checkpoint: integer division")
+
+
+def check_lora_params_total(answer, layer_shapes, rank: int) -> bool:
+    """LoRA parameters over several layers, given their (in_features, out_features)."""
+    return check(answer == sum(rank * (i + o) for i, o in layer_shapes),
+                 "add rank * (in + out) over every wrapped layer; the head is not a LoRA parameter")

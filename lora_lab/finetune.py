@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Subset
 
 from .data import SpamDataset, balanced_split, get_tokenizer, load_sms_spam, make_loader
+from .files import atomic_write
 from .gpt2 import GPT, PRESETS, load_pretrained
 from .lora import (count_parameters, mark_only_lora_trainable, mark_trainable, replace_linear_with_lora,
                    save_adapter)
@@ -153,8 +154,8 @@ def run(args) -> dict:
     if main:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        hist.to_csv(out / "history.csv", index=False)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        atomic_write(out / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
         if args.method == "lora":
             save_adapter(model, out / "adapter", base_model=args.model, task="sms-spam")
         if not args.no_plot:
