@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .files import atomic_write, sha256_of
 
 __all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
-           "balanced_split", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
+           "balanced_split", "spam_splits", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
            "DataIntegrityError", "LABELS", "PAD_TOKEN_ID"]
 
 SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
@@ -116,6 +116,15 @@ def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1)) -> t
     n_val = int(len(bal) * fractions[1])
     return (bal.iloc[:n_train].reset_index(drop=True), bal.iloc[n_train:n_train + n_val].reset_index(drop=True),
             bal.iloc[n_train + n_val:].reset_index(drop=True))
+
+
+def spam_splits(data_dir=None, seed: int = 123, per_class: int | None = None) -> tuple[pd.DataFrame, ...]:
+    """Load the collection and return the seeded, balanced (train, val, test) split. ``per_class`` first keeps
+    that many messages of each class (quick runs)."""
+    df = load_sms_spam(data_dir)
+    if per_class:
+        df = df.groupby("label", group_keys=False).sample(per_class, random_state=seed)
+    return balanced_split(df, seed=seed)
 
 
 def get_tokenizer():

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from .data import SpamDataset, balanced_split, get_tokenizer, load_sms_spam, make_loader
+from .data import SpamDataset, get_tokenizer, make_loader, spam_splits
 from .files import atomic_write
 from .gpt2 import GPT, PRESETS, load_pretrained
 from .lora import (count_parameters, mark_only_lora_trainable, mark_trainable, replace_linear_with_lora,
@@ -102,10 +102,7 @@ def run(args) -> dict:
         print(SMOKE_BANNER)
     set_seed(args.seed)
 
-    df = load_sms_spam(args.data_dir)
-    if args.subset:
-        df = df.groupby("label", group_keys=False).sample(args.subset, random_state=args.seed)
-    train_df, val_df, test_df = balanced_split(df, seed=args.seed)
+    train_df, val_df, test_df = spam_splits(args.data_dir, seed=args.seed, per_class=args.subset)
     tok = get_tokenizer()
     train_ds, val_ds, test_ds = (SpamDataset(d, tok, args.max_length) for d in (train_df, val_df, test_df))
     train_loader = make_loader(train_ds, args.batch_size, shuffle=True, drop_last=True, seed=args.seed,

@@ -84,9 +84,6 @@ def load_gpt2(settings: Settings, device="cpu"):
 
 def load_splits(settings: Settings, data_dir=None):
     """(train, val, test) DataFrames: the balanced 70/10/20 split, or its smoke subset."""
-    from .data import balanced_split, load_sms_spam
+    from .data import spam_splits
 
-    df = load_sms_spam(data_dir)
-    if settings.subset:
-        df = df.groupby("label", group_keys=False).sample(settings.subset, random_state=settings.seed)
-    return balanced_split(df, seed=settings.seed)
+    return spam_splits(data_dir, seed=settings.seed, per_class=settings.subset)

