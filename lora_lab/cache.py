@@ -2,7 +2,8 @@
 
     python -m lora_lab.cache seed ../shared/data
 
-copies, after checking each file's sha256:
+copies, after checking each file's sha256 (a file already in place is checked too: one with the right
+checksum is kept, a corrupt one is replaced from the verified source):
 * ``sms_spam_collection/SMSSpamCollection`` -> the data folder (:func:`lora_lab.data.default_data_dir`)
 * ``gpt2_tokenizer/{vocab.bpe,encoder.json}`` -> tiktoken's cache, under the names tiktoken looks for
   (the sha1 of the download URL), so ``tiktoken.get_encoding("gpt2")`` works offline.
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .data import SMS_FILE, SMS_SHA256, DataIntegrityError, default_data_dir
-from .files import copy_if_missing, sha256_of
+from .files import copy_verified, sha256_of
 
 TIKTOKEN_FILES = {  # file: (URL tiktoken downloads it from, sha256 tiktoken checks)
     "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
@@ -44,20 +45,37 @@ def _verified(src: Path, sha: str) -> Path:
     return src
 
 
-def seed(source, data_dir=None) -> list[Path]:
+def _install(src: Path, dst: Path, sha: str) -> str:
+    try:
+        return copy_verified(_verified(src, sha), dst, sha)
+    except ValueError as e:  # the source changed between the check and the copy
+        raise DataIntegrityError(str(e)) from None
+
+
+def seed(source, data_dir=None, log=None) -> list[Path]:
+    """Copy the verified files found in ``source`` into the caches; returns the cache paths now verified.
+
+    Every file that ends up in a cache has the expected sha256: a source file with another checksum is an
+    error (nothing is copied), and a file already in the cache is checked as well and replaced when it is
+    corrupt (a half-finished copy, a file edited by hand), not kept. ``log`` (e.g. ``print``) is told what
+    happened to each file: kept (already right), copied, or replaced.
+    """
     source = Path(source)
-    written = []
+    pairs = []
     sms = source / "sms_spam_collection" / SMS_FILE
     if sms.is_file():
-        dst = Path(data_dir or default_data_dir()) / SMS_FILE
-        copy_if_missing(_verified(sms, SMS_SHA256), dst)
-        written.append(dst)
+        pairs.append((sms, Path(data_dir or default_data_dir()) / SMS_FILE, SMS_SHA256))
     for name, (url, sha) in TIKTOKEN_FILES.items():
         src = source / "gpt2_tokenizer" / name
         if src.is_file():
-            dst = tiktoken_cache_dir() / hashlib.sha1(url.encode()).hexdigest()
-            copy_if_missing(_verified(src, sha), dst)
-            written.append(dst)
+            pairs.append((src, tiktoken_cache_dir() / hashlib.sha1(url.encode()).hexdigest(), sha))
+    written = []
+    for src, dst, sha in pairs:
+        what = _install(src, dst, sha)
+        if log:
+            log({"kept": f"verified {dst} (already there, sha256 right)", "copied": f"seeded {dst}",
+                 "replaced": f"replaced {dst}: the copy there was corrupt (wrong sha256)"}[what])
+        written.append(dst)
     return written
 
 
@@ -68,8 +86,10 @@ def main(argv=None):
     ap.add_argument("source", help="folder with sms_spam_collection/ and gpt2_tokenizer/")
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
-    for p in seed(args.source, args.data_dir):
-        print(f"seeded {p}")
+    try:
+        seed(args.source, args.data_dir, log=print)
+    except DataIntegrityError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

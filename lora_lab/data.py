@@ -1,14 +1,23 @@
 """The SMS Spam Collection: download (once, verified), load, balance, split, tokenize, batch.
 
 The data set (Almeida, Gómez Hidalgo & Yamakami, 2011; UCI ML Repository #228, CC BY 4.0)
-has 5,574 text messages, 747 of them spam. We follow the well-known textbook recipe:
-undersample "ham" to 747 so both classes are equal, shuffle with a seed, split 70/10/20.
+has 5,574 text messages, 747 of them spam. The balanced split uses the well-known textbook's
+recipe: undersample "ham" to 747 so both classes are equal, shuffle with a seed, split 70/10/20.
+
+The *rows* differ from the textbook's, though, because the parsed frame differs. The file is one
+message per line, and some messages contain quote characters. The textbook reads it with pandas'
+default quoting, which merges three lines of the file into one message and strips quote characters
+from 52 others: 5,572 rows. :func:`load_sms_spam` reads it with ``csv.QUOTE_NONE``: 5,574 rows, as
+the data set's card says. The textbook's split code on our frame gives exactly our rows; on its own
+frame, 304 of the 1,494 balanced rows differ (different ham messages are sampled). Notebook 3 shows
+both readings and the comparison.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import numbers
 import os
 import urllib.request
 import zipfile
@@ -93,7 +102,10 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
 
 
 def load_sms_spam(data_dir=None, **download_kwargs) -> pd.DataFrame:
-    """The whole collection as a DataFrame with columns ``label`` ("ham"/"spam") and ``text``."""
+    """The whole collection as a DataFrame with columns ``label`` ("ham"/"spam") and ``text``: 5,574 rows.
+
+    Read with ``quoting=csv.QUOTE_NONE`` so a quote character is just a character (pandas' default would
+    merge lines and strip quotes, giving 5,572 rows; see the module docstring)."""
     path = download_sms_spam(data_dir, **download_kwargs)
     df = pd.read_csv(path, sep="\t", header=None, names=["label", "text"], quoting=csv.QUOTE_NONE,
                      encoding="utf-8", keep_default_na=False, dtype=str)
@@ -104,7 +116,8 @@ def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1)) -> t
     """Undersample the majority class to the minority's size, shuffle, split train/val/test.
 
     With the full collection: 747 spam + 747 ham -> 1,045 / 149 / 300 rows. Adds a
-    ``label_id`` column (ham 0, spam 1).
+    ``label_id`` column (ham 0, spam 1). The steps are the textbook's ``create_balanced_dataset`` and
+    ``random_split`` (same seed, same order): given the same frame they pick the same rows.
     """
     counts = df["label"].value_counts()
     n = counts.min()
@@ -122,7 +135,11 @@ def spam_splits(data_dir=None, seed: int = 123, per_class: int | None = None) ->
     """Load the collection and return the seeded, balanced (train, val, test) split. ``per_class`` first keeps
     that many messages of each class (quick runs)."""
     df = load_sms_spam(data_dir)
-    if per_class:
+    if per_class is not None:  # 0 must not quietly mean "everything"
+        smallest = int(df["label"].value_counts().min())
+        if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or not 1 <= per_class <= smallest:
+            raise ValueError(f"per_class must be a whole number from 1 to {smallest} (the size of the smaller "
+                             f"class), got {per_class!r}; use None for all the data")
         df = df.groupby("label", group_keys=False).sample(per_class, random_state=seed)
     return balanced_split(df, seed=seed)
 
@@ -136,15 +153,26 @@ def get_tokenizer():
 
 class SpamDataset(Dataset):
     """Token ids and labels. Messages longer than ``max_length`` tokens are truncated; padding is
-    left to :func:`collate` so each batch is only as long as its longest message."""
+    left to :func:`collate` so each batch is only as long as its longest message.
+
+    A message with no tokens at all (empty text) is an error: the classifier reads the output at a
+    message's last token, and an empty message has none, so it would silently read padding."""
 
     def __init__(self, df: pd.DataFrame, tokenizer=None, max_length: int | None = None,
                  text_column: str = "text", label_column: str = "label_id"):
         tok = tokenizer or get_tokenizer()
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, numbers.Integral)
+                                       or max_length < 1):
+            raise ValueError(f"max_length must be a whole number >= 1 (or None: no truncation), got {max_length!r}")
+        if len(df) == 0:
+            raise ValueError("the DataFrame has no rows: there is nothing to make a dataset of")
         self.encoded = [ids[:max_length] if max_length else ids
                         for ids in tok.encode_ordinary_batch(df[text_column].tolist())]
+        empty = [i for i, ids in enumerate(self.encoded) if not ids]
+        if empty:
+            raise ValueError(f"{len(empty)} message(s) have no tokens (empty text), e.g. the row with index "
+                             f"{df.index[empty[0]]!r}; a classifier needs at least one token to read. Drop them "
+                             f"first, e.g. df = df[df[{text_column!r}].str.len() > 0]")
         self.labels = df[label_column].astype(int).tolist()
         self.max_length = max(len(e) for e in self.encoded)
 
@@ -168,7 +196,13 @@ class Batch:
 
 def collate(items, pad_to: int | None = None, pad_token_id: int = PAD_TOKEN_ID) -> Batch:
     """Right-pad a list of ``(ids, label)`` to the batch's longest (or to ``pad_to``)."""
-    T = max(len(ids) for ids, _ in items) if pad_to is None else pad_to
+    longest = max(len(ids) for ids, _ in items)
+    if min(len(ids) for ids, _ in items) < 1:
+        raise ValueError("a sequence in the batch has no tokens; every example needs at least one")
+    if pad_to is not None and pad_to < longest:
+        raise ValueError(f"pad_to={pad_to} is shorter than the batch's longest sequence ({longest} tokens); "
+                         "truncate the data (SpamDataset(..., max_length=...)) or raise pad_to")
+    T = longest if pad_to is None else pad_to
     x = torch.full((len(items), T), pad_token_id, dtype=torch.long)
     for i, (ids, _) in enumerate(items):
         x[i, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)

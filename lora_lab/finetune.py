@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -22,35 +23,45 @@ from torch.utils.data import Subset
 
 from .data import SpamDataset, get_tokenizer, make_loader, spam_splits
 from .files import atomic_write
-from .gpt2 import GPT, PRESETS, load_pretrained
-from .lora import (count_parameters, mark_only_lora_trainable, mark_trainable, replace_linear_with_lora,
-                   save_adapter)
+from .gpt2 import (GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of,
+                   load_pretrained)
+from .lora import TARGET_PRESETS, _check_hparams, count_parameters, save_adapter
+from .methods import DEFAULT_LR, METHODS, apply_method
 from .settings import SMOKE_BANNER
 from .train import evaluate, pick_device, set_seed, train_classifier
 
-METHODS = ("lora", "full", "last-block")
-DEFAULT_LR = {"lora": 5e-4, "full": 5e-5, "last-block": 5e-5}
+OFFLINE_HINT = ("For a quick offline run without weights: python -m lora_lab.finetune --model tiny --weights random "
+                "--epochs 1 (a tiny random GPT-2; its numbers mean nothing).")
 
 
-def apply_method(model: GPT, method: str, rank: int = 16, alpha: float = 16, *, target="all",
-                 dropout: float = 0.0, use_rslora: bool = False) -> GPT:
-    """Make a classifier trainable by one of three methods.
+class UsageError(ValueError):
+    """A command-line argument cannot work; the message names the argument and what would."""
 
-    * ``full``: every parameter.
-    * ``last-block``: the last transformer block, the final LayerNorm and the head (the textbook baseline).
-    * ``lora``: LoRA on the chosen Linear layers, plus the new head; everything else frozen.
-    """
-    if method == "full":
-        model.requires_grad_(True)
-    elif method == "last-block":
-        model.requires_grad_(False)
-        mark_trainable(model, [f"transformer.h.{model.config.n_layer - 1}", "transformer.ln_f", "classifier"])
-    elif method == "lora":
-        replace_linear_with_lora(model, rank, alpha, target=target, dropout=dropout, use_rslora=use_rslora)
-        mark_only_lora_trainable(model, extra=["classifier"])
-    else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return model
+
+def _whole(lo: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _real(lo: float, *, strict: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= lo if strict else value < lo):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {lo:g}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--alpha", type=float, default=16)
     ap.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(rank) instead of alpha/rank")
     ap.add_argument("--lora-dropout", type=float, default=0.0)
-    ap.add_argument("--target", default="all", help="all, attention or mlp")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=8, help="per process")
-    ap.add_argument("--lr", type=float, default=None, help="default: 5e-4 for lora, 5e-5 otherwise")
-    ap.add_argument("--weight-decay", type=float, default=0.1)
-    ap.add_argument("--max-length", type=int, default=None, help="truncate messages to this many tokens")
-    ap.add_argument("--subset", type=int, default=None, help="keep this many messages per class (quick runs)")
+    ap.add_argument("--target", default="all", choices=TARGET_PRESETS)
+    ap.add_argument("--epochs", type=_whole(1), default=5)
+    ap.add_argument("--batch-size", type=_whole(1), default=8, help="per process")
+    ap.add_argument("--lr", type=_real(0, strict=True), default=None, help="default: 5e-4 for lora, 5e-5 otherwise")
+    ap.add_argument("--weight-decay", type=_real(0, strict=False), default=0.1)
+    ap.add_argument("--max-length", type=_whole(1), default=None,
+                    help="truncate messages to this many tokens (default: the model's context, e.g. 1024 for gpt2)")
+    ap.add_argument("--subset", type=_whole(1), default=None, help="keep this many messages per class (quick runs)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=123)
@@ -77,6 +89,43 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="runs/finetune")
     ap.add_argument("--no-plot", action="store_true")
     return ap
+
+
+def validate_args(args) -> int:
+    """Check the arguments that can be checked before any work, and create ``--out``.
+
+    Everything that can fail is tried here, before data, model and training: a run must not train for an
+    hour and then find that it cannot write its results. Raises :class:`UsageError` naming the argument.
+    Returns the model's context length (its ``block_size``).
+    """
+    if args.method == "lora":
+        try:
+            _check_hparams(args.rank, args.alpha, args.lora_dropout)
+        except (TypeError, ValueError) as e:
+            flag = "--rank" if str(e).startswith("rank") else "--alpha" if str(e).startswith("alpha") else "--lora-dropout"
+            raise UsageError(f"{flag}: {e}") from None
+    if args.weights == "random" and args.model not in PRESETS:
+        raise UsageError(f"--weights random needs a preset --model ({sorted(PRESETS)}), got {args.model!r}")
+    if args.weights == "pretrained" and args.model == "tiny":
+        raise UsageError("--model tiny exists only with random weights: add --weights random")
+    if args.model not in PRESETS and not Path(args.model).exists():
+        raise UsageError(f"--model {args.model!r} is neither a preset ({sorted(PRESETS)}) nor an existing folder")
+    try:
+        block_size = config_of(args.model).block_size
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--model {args.model}: {e}") from None
+    if args.max_length is not None and args.max_length > block_size:
+        raise UsageError(f"--max-length {args.max_length} is longer than {args.model}'s context of {block_size} "
+                         f"tokens; use at most {block_size} (or leave it out)")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {args.out}: cannot create this folder ({e.strerror or e}); choose another "
+                         "--out") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {args.out}: this folder is not writable; choose another --out")
+    return block_size
 
 
 def _dist_setup(device_arg):
@@ -94,7 +143,11 @@ def _dist_setup(device_arg):
     return torch.distributed.get_rank(), world, device
 
 
+_PRECISION_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "fp32": "fp32"}
+
+
 def run(args) -> dict:
+    block_size = validate_args(args)
     rank, world, device = _dist_setup(args.device)
     main = rank == 0
     smoke = args.weights == "random"
@@ -102,9 +155,26 @@ def run(args) -> dict:
         print(SMOKE_BANNER)
     set_seed(args.seed)
 
-    train_df, val_df, test_df = spam_splits(args.data_dir, seed=args.seed, per_class=args.subset)
+    try:
+        train_df, val_df, test_df = spam_splits(args.data_dir, seed=args.seed, per_class=args.subset)
+    except ValueError as e:
+        if args.subset is None:
+            raise
+        raise UsageError(f"--subset {args.subset}: {e}") from None
+    for split, df in (("training", train_df), ("validation", val_df), ("test", test_df)):
+        if len(df) == 0:
+            raise UsageError(f"--subset {args.subset} leaves the {split} split empty (it gets "
+                             f"{'70' if split == 'training' else '10' if split == 'validation' else '20'}% of "
+                             f"{2 * args.subset} messages); use --subset 5 or more")
     tok = get_tokenizer()
-    train_ds, val_ds, test_ds = (SpamDataset(d, tok, args.max_length) for d in (train_df, val_df, test_df))
+    # Truncate to what the model can read: a message longer than its context would crash it mid-run.
+    max_length = args.max_length or block_size
+    train_ds, val_ds, test_ds = (SpamDataset(d, tok, max_length) for d in (train_df, val_df, test_df))
+    per_process = len(train_ds) // world
+    if per_process < args.batch_size:
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {per_process} training messages"
+                         f"{' per process' if world > 1 else ''} (a partial batch is dropped, so no step would run); "
+                         "lower --batch-size or raise --subset")
     train_loader = make_loader(train_ds, args.batch_size, shuffle=True, drop_last=True, seed=args.seed,
                                num_replicas=world, rank=rank)
     # evaluation: each rank takes every world-th example (no padding duplicates), sums are all-reduced
@@ -112,11 +182,12 @@ def run(args) -> dict:
                                for ds in (val_ds, test_ds))
 
     if smoke:
-        if args.model not in PRESETS:
-            raise SystemExit(f"--weights random needs a preset --model ({sorted(PRESETS)}), got {args.model}")
         model = GPT(PRESETS[args.model])
     else:
-        model = load_pretrained(args.model)
+        try:
+            model = load_pretrained(args.model)
+        except WeightsUnavailableError as e:
+            raise WeightsUnavailableError(f"{e} {OFFLINE_HINT}") from None
     model.to_classifier(2)
     apply_method(model, args.method, args.rank, args.alpha, target=args.target, dropout=args.lora_dropout,
                  use_rslora=args.rslora)
@@ -136,11 +207,17 @@ def run(args) -> dict:
                             weight_decay=args.weight_decay, device=device, precision=args.precision)
     test = evaluate(train_model, test_loader, device)
     wall = time.perf_counter() - t0
+    cfg = model.config
     metrics = {
         "smoke_numbers_mean_nothing": smoke,
         "model": args.model, "weights": args.weights, "method": args.method,
+        # the exact base weights (None for random weights): source, hub commit, sha256 of the file
+        "base_source": cfg.source, "base_revision": cfg.revision, "base_weights_sha256": cfg.weights_sha256,
         "rank": args.rank if args.method == "lora" else None, "alpha": args.alpha if args.method == "lora" else None,
         "lr": lr, "epochs": args.epochs, "batch_size_per_process": args.batch_size, "world_size": world,
+        "max_length": max_length, "subset_per_class": args.subset, "seed": args.seed,
+        "precision": _PRECISION_NAMES.get(hist.attrs["precision"], hist.attrs["precision"]),
+        "precision_requested": args.precision,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(),
         "torch": torch.__version__, "params_total": params.total, "params_trainable": params.trainable,
@@ -166,9 +243,15 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        validate_args(args)  # before torch.distributed starts: a wrong argument is a usage message, at once
         run(args)
+    except UsageError as e:
+        parser.error(str(e))
+    except (WeightsUnavailableError, WeightsIntegrityError) as e:
+        raise SystemExit(f"error: {e}") from None
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # every rank done before gloo/nccl is torn down

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GPTConfig", "GPT", "PRESETS", "load_pretrained", "linear_shapes",
-           "WeightsUnavailableError", "CheckpointMismatchError", "HUB_REPOS"]
+__all__ = ["GPTConfig", "GPT", "PRESETS", "load_pretrained", "linear_shapes", "config_of",
+           "WeightsUnavailableError", "WeightsIntegrityError", "CheckpointMismatchError", "HUB_REPOS"]
 
 
 @dataclass
@@ -36,6 +39,23 @@ class GPTConfig:
     dropout: float = 0.0  # GPT-2 was trained with 0.1; 0 keeps fine-tuning deterministic and simple
     bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
     layer_norm_eps: float = 1e-5
+    # Where the weights came from, filled in by load_pretrained (None for random weights). Not part of
+    # the architecture, so not compared: they let metrics files and adapters name the exact base model.
+    source: str | None = field(default=None, compare=False)  # "hub openai-community/gpt2" or a local path
+    revision: str | None = field(default=None, compare=False)  # the hub commit the file came from
+    weights_sha256: str | None = field(default=None, compare=False)  # of the weights file, as loaded
+
+    def __post_init__(self):
+        for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"GPTConfig.{k} must be a positive int, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: attention splits "
+                             f"the width into n_head equal heads. Pick n_head among the divisors of {self.n_embd}, "
+                             "e.g. GPT-2 uses 768 = 12 x 64.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 PRESETS: dict[str, GPTConfig] = {
@@ -53,7 +73,8 @@ PAD_TOKEN_ID = 50256
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        assert cfg.n_embd % cfg.n_head == 0
+        if cfg.n_embd % cfg.n_head:  # GPTConfig checks this too; kept for configs built by hand
+            raise ValueError(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}")
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.n_head = cfg.n_head
@@ -123,12 +144,43 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final (layer-normed) residual stream, ``(batch, seq, n_embd)``."""
-        T = idx.shape[1]
+    def _check_inputs(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> None:
+        """Turn bad inputs into errors that say what is wrong, instead of an "index out of range in self"
+        from deep inside the embedding (or, on a GPU, a device-side assert that ends the session).
+
+        Costs one read of four numbers from the device per call (skipped while torch.compile traces)."""
+        if idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+            raise TypeError(f"input_ids must be a 2-D tensor of integer token ids (batch, seq), got "
+                            f"{tuple(idx.shape)} {idx.dtype}")
+        B, T = idx.shape
+        if T == 0:
+            raise ValueError("input_ids has no tokens (sequence length 0)")
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the model's block_size "
                              f"{self.config.block_size}; truncate it (e.g. max_length={self.config.block_size})")
+        if lengths is not None:
+            if not torch.is_tensor(lengths) or lengths.shape != (B,) or lengths.dtype.is_floating_point:
+                raise ValueError(f"lengths must be an integer tensor with one entry per row ({B},), got "
+                                 f"{tuple(lengths.shape) if torch.is_tensor(lengths) else type(lengths).__name__}")
+        if torch.compiler.is_compiling():
+            return
+        stats = [idx.min(), idx.max()] + ([lengths.min().to(idx.device), lengths.max().to(idx.device)]
+                                         if lengths is not None else [])
+        lo, hi, *lens = torch.stack(stats).tolist()
+        V = self.config.vocab_size
+        if lo < 0 or hi >= V:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is outside the model's vocabulary (ids 0 to {V - 1}): were the ids made "
+                             "by another tokenizer? GPT-2 ids come from lora_lab.data.get_tokenizer()")
+        if lens and (lens[0] < 1 or lens[1] > T):
+            raise ValueError(f"lengths must be between 1 and the sequence length {T} (each counts a row's real "
+                             f"tokens; padding goes on the right), got values from {lens[0]} to {lens[1]}")
+
+    def hidden_states(self, idx: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+        """The final (layer-normed) residual stream, ``(batch, seq, n_embd)``."""
+        if check:
+            self._check_inputs(idx)
+        T = idx.shape[1]
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
@@ -154,15 +206,21 @@ class GPT(nn.Module):
         self.lm_head = None
         return self
 
+    def last_block_prefixes(self) -> list[str]:
+        """What ``method="last-block"`` trains: the last block, the final LayerNorm and the head."""
+        return [f"transformer.h.{self.config.n_layer - 1}", "transformer.ln_f", "classifier"]
+
     def classify(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits ``(batch, num_classes)`` from the output at each sequence's last real token.
 
         ``lengths[i]`` is the number of real (non-padding) tokens of row ``i``; padding must be
-        on the right. Without ``lengths`` every row is taken as unpadded.
+        on the right, and ``1 <= lengths[i] <= seq`` (checked: 0 would silently read the last position,
+        which is padding). Without ``lengths`` every row is taken as unpadded.
         """
         if self.classifier is None:
             raise RuntimeError("call model.to_classifier(num_classes) before classify()")
-        h = self.hidden_states(idx)
+        self._check_inputs(idx, lengths)
+        h = self.hidden_states(idx, check=False)
         if lengths is None:
             last = h[:, -1]
         else:
@@ -209,17 +267,53 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's tensors do not fit the model."""
 
 
+class WeightsIntegrityError(RuntimeError):
+    """A cached weights file does not have the checksum the hub published for it."""
+
+
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def _config_from_hf(path: Path, name: str) -> GPTConfig:
-    hf = json.loads(path.read_text())
-    return GPTConfig(name=name, vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024),
-                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                     layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5))
+    """Our config from a Hugging Face ``config.json``; a damaged file is an error that names it."""
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); restore it from the model's source") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path} should hold a JSON object with the model's sizes, got {type(hf).__name__}")
+    missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if k not in hf]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: it is not a GPT-2 config.json (those keys give the model's "
+                         "sizes); restore it from the model's source")
+    try:
+        return GPTConfig(name=name, vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024),
+                         n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
-def _fetch(name: str, cache_dir, local_files_only, endpoint) -> tuple[Path, Path]:
+def config_of(name_or_path) -> GPTConfig:
+    """The config of a preset, or of a local checkpoint folder (read from its config.json), without loading weights."""
+    if str(name_or_path) in PRESETS:
+        return replace(PRESETS[str(name_or_path)])
+    p = Path(name_or_path)
+    cfg_file = (p if p.is_dir() else p.parent) / "config.json"
+    if cfg_file.is_file():
+        return _config_from_hf(cfg_file, name=str(name_or_path))
+    if p.stem in PRESETS:
+        return replace(PRESETS[p.stem])
+    raise FileNotFoundError(f"no config.json for {name_or_path}; it says how many layers and heads the model has")
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _fetch(name: str, cache_dir, local_files_only, endpoint) -> tuple[Path, Path, str | None]:
+    """Download (or find in the cache) a preset's config and weights. Returns their paths and the hub
+    commit they belong to. No revision is pinned: we have no verified commit to pin, so we record the one
+    the hub resolved instead."""
     from huggingface_hub import hf_hub_download
 
     repo = HUB_REPOS[name]
@@ -231,9 +325,21 @@ def _fetch(name: str, cache_dir, local_files_only, endpoint) -> tuple[Path, Path
             f"Could not get the {name} weights: downloading {repo}/model.safetensors from the Hugging Face "
             f"hub failed and no cached copy was found ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
             "Connect to the internet and run again (the file is cached after one download), or pass a local "
-            "folder with model.safetensors and config.json, or for a quick run without weights set "
-            "LORA_LAB_PROFILE=smoke (a tiny random GPT-2; its numbers mean nothing).") from e
-    return files[0], files[1]
+            "folder with model.safetensors and config.json instead of the preset name.") from e
+    weights = files[1]
+    # the hub cache keeps files as snapshots/<commit>/<file>
+    revision = weights.parent.name if weights.parent.parent.name == "snapshots" else None
+    return files[0], weights, revision
+
+
+def _check_cached_blob(weights: Path, sha: str) -> None:
+    """In the hub's cache a large file is a link to ``blobs/<its sha256>``: compare that name, published by
+    the hub, with the sha256 of the bytes we are about to load."""
+    real = Path(os.path.realpath(weights))
+    if real.parent.name == "blobs" and _HEX64.fullmatch(real.name) and real.name != sha:
+        raise WeightsIntegrityError(
+            f"the cached weights file {real} is corrupt: its sha256 is {sha}, but the hub published {real.name} "
+            f"for it. Delete {real} and run again to download it afresh.")
 
 
 def load_pretrained(name_or_path: str, *, cache_dir=None, local_files_only: bool = False,
@@ -244,28 +350,50 @@ def load_pretrained(name_or_path: str, *, cache_dir=None, local_files_only: bool
     ``name_or_path`` is a preset (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``), which
     downloads ``model.safetensors`` from ``openai-community/<name>`` on the Hugging Face hub once
     and caches it; or a local ``.safetensors`` file or a folder in the hub's layout (e.g. written by
-    ``transformers``' ``save_pretrained``), which loads offline.
+    ``transformers``' ``save_pretrained``), which loads offline. A preset name always means the hub:
+    a folder called ``gpt2`` in the working directory is not used (a warning says so; pass ``./gpt2``
+    to load it).
+
+    ``model.config`` records where the weights came from: ``source``, ``revision`` (the hub commit)
+    and ``weights_sha256`` (of the file's bytes). The fine-tuning command writes them into
+    ``metrics.json`` and :func:`lora_lab.lora.save_adapter` into the adapter, so a result names the exact
+    base model it was made with. A cached hub file whose bytes do not match the checksum the hub
+    published raises :class:`WeightsIntegrityError`.
     """
     from safetensors.torch import load_file
 
+    from .files import sha256_of
+
+    name = str(name_or_path)
     p = Path(name_or_path)
-    if p.exists():
+    revision = None
+    if name in HUB_REPOS:
+        if p.exists():
+            warnings.warn(f"{name!r} is a hub preset and also a {'folder' if p.is_dir() else 'file'} in the working "
+                          f"directory ({p.resolve()}); loading the preset from the hub ({HUB_REPOS[name]}). To load "
+                          f"the local one, pass './{name}'.", UserWarning, stacklevel=2)
+        cfg_file, weights, revision = _fetch(name, cache_dir, local_files_only, endpoint)
+        cfg = _config_from_hf(cfg_file, name=name)
+        source = f"hub {HUB_REPOS[name]}"
+    elif p.exists():
         weights = p / "model.safetensors" if p.is_dir() else p
         if not weights.is_file():
             raise FileNotFoundError(f"no model.safetensors in {p}; expected a folder in the Hugging Face layout")
         cfg_file = weights.parent / "config.json"
         if cfg_file.is_file():
-            cfg = _config_from_hf(cfg_file, name=str(name_or_path))
+            cfg = _config_from_hf(cfg_file, name=name)
         elif p.stem in PRESETS:
             cfg = replace(PRESETS[p.stem])
         else:
             raise FileNotFoundError(f"no config.json beside {weights}; it says how many heads the model has")
-    elif str(name_or_path) in HUB_REPOS:
-        cfg_file, weights = _fetch(str(name_or_path), cache_dir, local_files_only, endpoint)
-        cfg = _config_from_hf(cfg_file, name=str(name_or_path))
+        source = f"local {weights.resolve()}"
     else:
         raise ValueError(f"{name_or_path!r} is neither a local file/folder nor one of {sorted(HUB_REPOS)}")
 
+    sha = sha256_of(weights)
+    if revision is not None:
+        _check_cached_blob(weights, sha)
+    cfg = replace(cfg, source=source, revision=revision, weights_sha256=sha)
     sd = load_file(str(weights))
     with torch.device("meta"):
         model = GPT(cfg)

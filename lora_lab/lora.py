@@ -11,27 +11,41 @@ away from zero. ``rank * (in_dim + out_dim)`` numbers replace ``in_dim * out_dim
 
 The names and signatures below are the ones of the well-known code the course starts
 from (``LoRALayer(in_dim, out_dim, rank, alpha)``, ``LinearWithLoRA(linear, rank, alpha)``,
-``replace_linear_with_lora(model, rank, alpha)``). One thing differs on purpose:
+``replace_linear_with_lora(model, rank, alpha)``). Two things differ on purpose:
 
-* **Scaling.** That code multiplies the update by the raw ``alpha``. The LoRA paper
-  (Hu et al., 2021, section 4.1) and PEFT scale by ``alpha / rank`` so that changing the
-  rank does not change the size of the update at initialisation-scale learning rates;
-  with raw ``alpha`` the effective learning rate of the update grows with ``alpha``
-  and doubling the rank doubles the update. ``use_rslora=True`` uses ``alpha / sqrt(rank)``
-  (rank-stabilised LoRA, Kalajdzievski 2023), which keeps learning stable at large ranks.
-  With ``rank == alpha`` (a common choice, 16/16) our scaling is 1 while raw ``alpha``
-  is 16: the same code trains 16x "hotter" there.
+* **Scaling.** That code (as printed, and in its chapter-6 bonus script) multiplies the
+  update by the raw ``alpha``; its appendix-E notebook has used ``alpha / rank`` since
+  September 2025. The LoRA paper (Hu et al., 2021, section 4.1), loralib and PEFT scale by
+  ``alpha / rank``; ``use_rslora=True`` uses ``alpha / sqrt(rank)`` (rank-stabilised LoRA,
+  Kalajdzievski 2023). How big a step is depends on the rule *and* on A's init (below):
+  Adam's first step moves every entry of ``B`` by about the learning rate, so the first
+  update grows roughly like ``scaling * spread(A) * sqrt(rank)``. Measured in notebook 2
+  (one Adam step, lr 1e-3, alpha 16, a 256 x 256 layer, ranks 1 to 256): with the default
+  init, ``alpha / rank`` shrinks the first update like ``1/sqrt(rank)`` (0.145 -> 0.012),
+  rsLoRA keeps it flat (0.145 to 0.188) and raw ``alpha`` grows it like ``sqrt(rank)``
+  (0.145 -> 3.016). With ``init="textbook"`` raw ``alpha`` is the roughly flat one
+  (2.324 -> 3.016), ``alpha / rank`` shrinks like ``1/rank`` and rsLoRA like ``1/sqrt(rank)``.
+  With ``rank == alpha`` (a common choice, 16/16) our scaling is 1 while raw ``alpha`` is 16.
 
-* **Initialisation of A.** Kept as in that code: ``A`` is ``(in_dim, rank)`` with
-  ``kaiming_uniform_(a=sqrt(5))``, so its fan-in is ``rank`` (PEFT stores ``A`` as a
-  ``(rank, in_dim)`` Linear weight, whose fan-in is ``in_dim``). Only the spread of the
-  random start differs; ``B = 0`` keeps the start exact either way.
+* **Initialisation of A.** ``A`` is stored ``(in_dim, rank)``, as in that code, but by
+  default it is drawn like the LoRA paper's reference code (loralib) and PEFT draw it:
+  ``U(-1/sqrt(in_dim), 1/sqrt(in_dim))``, i.e. Kaiming-uniform with fan-in ``in_dim``, the
+  init ``nn.Linear(in_dim, rank)`` would give. ``init="textbook"`` keeps that code's
+  ``kaiming_uniform_(A, a=sqrt(5))`` on the ``(in_dim, rank)`` tensor, whose fan-in PyTorch
+  takes to be ``rank``: ``U(-1/sqrt(rank), 1/sqrt(rank))``, wider at small ranks and so a
+  larger first update. ``B = 0`` keeps the start exact either way; notebook 2 measures what
+  each init does to the first update under each scaling rule.
 """
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
+import numbers
+import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -39,10 +53,11 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .files import atomic_write, sha256_of
+from .files import atomic_write
 
 __all__ = [
     "LoRALayer",
+    "LORA_INITS",
     "LinearWithLoRA",
     "replace_linear_with_lora",
     "lora_layers",
@@ -77,16 +92,34 @@ class AdapterMismatchError(ValueError):
 
 
 def _check_hparams(rank, alpha, dropout) -> None:
-    if isinstance(rank, bool) or not isinstance(rank, int):
+    """Stop a bad rank, alpha or dropout at once, with the fix in the message: otherwise it shows up much
+    later as a shape error deep inside a matmul, or as NaN outputs. Any integer type is a rank and any
+    real number an alpha (``numbers.Integral``/``numbers.Real``), so NumPy numbers such as the values of
+    ``np.arange`` in a sweep work too; ``True`` is not taken for 1."""
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
         raise TypeError(f"rank must be a positive int, got {rank!r} ({type(rank).__name__}); "
                         "use e.g. rank=8 or rank=16")
     if rank <= 0:
         raise ValueError(f"rank must be a positive int, got {rank}; use e.g. rank=8 or rank=16")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a positive number, got {alpha!r}; a common choice is alpha=rank "
                          "(scaling 1) or alpha=2*rank")
-    if not isinstance(dropout, (int, float)) or not (0.0 <= dropout < 1.0):
+    if not isinstance(dropout, numbers.Real) or not (0.0 <= dropout < 1.0):
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}; use 0.0 to switch it off")
+
+
+def _plain(x):
+    """A NumPy (or other) number as a Python int or float, so it prints and saves to JSON like one."""
+    return int(x) if isinstance(x, numbers.Integral) else float(x)
+
+
+LORA_INITS = ("peft", "textbook")
+
+
+def _check_init(init) -> None:
+    if init not in LORA_INITS:
+        raise ValueError(f"init must be one of {LORA_INITS}, got {init!r}: 'peft' draws A like the LoRA paper's "
+                         "code and PEFT (bound 1/sqrt(in_dim)), 'textbook' like the textbook code (bound 1/sqrt(rank))")
 
 
 def lora_scaling(rank: int, alpha: float, use_rslora: bool = False) -> float:
@@ -104,14 +137,29 @@ class LoRALayer(nn.Module):
             (or ``alpha / sqrt(rank)`` with ``use_rslora``). See the module docstring for
             why this differs from raw ``alpha``.
         dropout: dropout on the input of the LoRA path only (the frozen path sees ``x``).
+        init: how ``A`` starts. ``"peft"`` (default): ``U(±1/sqrt(in_dim))``, as in the LoRA paper's
+            code and PEFT. ``"textbook"``: ``kaiming_uniform_(A, a=sqrt(5))`` on the ``(in_dim, rank)``
+            tensor, i.e. ``U(±1/sqrt(rank))``, as in the textbook code.
     """
 
     def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, *,
-                 dropout: float = 0.0, use_rslora: bool = False):
+                 dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
         super().__init__()
         _check_hparams(rank, alpha, dropout)
+        _check_init(init)
+        rank, alpha, dropout = int(rank), _plain(alpha), float(dropout)
+        if rank > min(in_dim, out_dim):
+            warnings.warn(f"rank={rank} is larger than this layer's smaller side ({in_dim} in, {out_dim} out): "
+                          f"A @ B cannot have a rank above {min(in_dim, out_dim)}, so the extra rank only adds "
+                          f"parameters and compute. Use rank <= {min(in_dim, out_dim)} here.", UserWarning,
+                          stacklevel=2)
         self.A = nn.Parameter(torch.empty(in_dim, rank))
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # like nn.Linear's default init
+        if init == "peft":  # fan-in in_dim: what nn.Linear(in_dim, rank).weight.T would start as
+            bound = 1 / math.sqrt(in_dim)
+            nn.init.uniform_(self.A, -bound, bound)
+        else:  # PyTorch reads the fan-in of an (in_dim, rank) tensor as rank
+            nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+        self.init = init
         self.B = nn.Parameter(torch.zeros(rank, out_dim))  # zero => the update starts at exactly 0
         self.rank = rank
         self.alpha = alpha
@@ -132,46 +180,108 @@ class LoRALayer(nn.Module):
                 f"alpha={self.alpha}, scaling={self.scaling:g} ({rule})")
 
 
+_MERGED_TRAINING = (
+    "a merged LoRA layer was trained: its update is folded into linear.weight, so A and B get no gradient "
+    "and nothing would be learned. Call unmerge_lora(model) before training (merge only for inference, "
+    "in model.eval() or under torch.no_grad()).")
+
+
+class _NoGradThroughMerged(torch.autograd.Function):
+    """Identity in the forward pass; the backward pass raises. Tied to ``A`` so that it is part of the
+    graph (and so raises) even when nothing else before the layer needs a gradient."""
+
+    @staticmethod
+    def forward(ctx, out, A):
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(_MERGED_TRAINING)
+
+
 class LinearWithLoRA(nn.Module):
     """A frozen-able ``nn.Linear`` plus a :class:`LoRALayer`: ``linear(x) + lora(x)``.
 
     ``merge()`` folds the update into ``linear.weight`` (no extra cost at inference);
     ``unmerge()`` takes it back out so training can continue. Merging twice is a no-op.
+    A merged layer is for inference only: a backward pass through it in training mode, with
+    ``A``/``B`` trainable, raises, because the merged forward gives ``A`` and ``B`` no gradient and
+    training would silently learn nothing. (The forward pass itself still works in any mode.)
     """
 
     def __init__(self, linear: nn.Linear, rank: int, alpha: float, *,
-                 dropout: float = 0.0, use_rslora: bool = False):
+                 dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
         self.linear = linear
         self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha,
-                              dropout=dropout, use_rslora=use_rslora)
+                              dropout=dropout, use_rslora=use_rslora, init=init)
         w = linear.weight
         if w.device.type != "meta":
             self.lora.to(device=w.device, dtype=w.dtype if w.dtype.is_floating_point else None)
         else:
             self.lora.to(device="meta")
         self.merged = False
+        # what unmerge() needs to give back the weight exactly (see merge); not saved in state_dict
+        self.register_buffer("_weight_before_merge", None, persistent=False)
+        self.register_buffer("_merged_A", None, persistent=False)
+        self.register_buffer("_merged_B", None, persistent=False)
+        self._merged_scaling = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
-            return self.linear(x)
+            out = self.linear(x)
+            if self.training and torch.is_grad_enabled() and (self.lora.A.requires_grad or self.lora.B.requires_grad):
+                out = _NoGradThroughMerged.apply(out, self.lora.A if self.lora.A.requires_grad else self.lora.B)
+            return out
         return self.linear(x) + self.lora(x)
+
+    @staticmethod
+    def _wide(t: torch.Tensor) -> torch.Tensor:
+        return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
 
     @torch.no_grad()
     def merge(self) -> "LinearWithLoRA":
-        """Fold ``scaling * (A @ B)`` into the frozen weight. Idempotent."""
+        """Fold ``scaling * (A @ B)`` into the frozen weight. Idempotent.
+
+        Why the bookkeeping: ``(W + d) - d`` is not exactly ``W`` in floating point. In fp16/bf16 one
+        merge/unmerge cycle is off by about one unit in the last place, and by more when ``B`` changed
+        in between; repeated cycles would slowly damage the frozen weights. So the update is added in
+        fp32 and rounded once, and to make :meth:`unmerge` exact:
+
+        * fp16/bf16 (and other narrow dtypes): the original weight is kept aside while merged and
+          restored bit for bit (this costs one copy of the weight until you unmerge);
+        * fp32/fp64: only ``A``, ``B`` and the scaling that were merged are kept (``rank * (in + out)``
+          numbers); unmerge subtracts exactly that update (error: a rounding step of the weight's own
+          precision), even if ``A`` or ``B`` changed since.
+
+        Do not edit ``linear.weight`` while the layer is merged: in fp16/bf16, unmerge puts back the weight
+        kept aside, and the edit would be lost.
+        """
         if not self.merged:
-            self.linear.weight += self.lora.delta_weight().to(self.linear.weight.dtype)
+            w, lora = self.linear.weight, self.lora
+            A, B = lora.A.detach(), lora.B.detach()
+            if w.dtype in (torch.float32, torch.float64):
+                self._merged_A, self._merged_B, self._merged_scaling = A.clone(), B.clone(), lora.scaling
+            else:
+                self._weight_before_merge = w.detach().clone()
+            delta = (self._wide(A) @ self._wide(B)).T * lora.scaling
+            w.copy_((self._wide(w) + delta).to(w.dtype))
             self.merged = True
         return self
 
     @torch.no_grad()
     def unmerge(self) -> "LinearWithLoRA":
-        """Take the update back out of the frozen weight. Idempotent."""
+        """Take the update back out of the frozen weight, exactly as it went in (see :meth:`merge`). Idempotent."""
         if self.merged:
-            self.linear.weight -= self.lora.delta_weight().to(self.linear.weight.dtype)
+            w = self.linear.weight
+            if self._weight_before_merge is not None:
+                w.copy_(self._weight_before_merge)
+            else:
+                delta = (self._wide(self._merged_A) @ self._wide(self._merged_B)).T * self._merged_scaling
+                w.copy_((self._wide(w) - delta).to(w.dtype))
+            self._weight_before_merge = self._merged_A = self._merged_B = self._merged_scaling = None
             self.merged = False
         return self
 
@@ -197,7 +307,7 @@ def _is_target(name: str, target, exclude: Sequence[str]) -> bool:
 
 def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
                              target="all", exclude: Sequence[str] = DEFAULT_EXCLUDE,
-                             dropout: float = 0.0, use_rslora: bool = False) -> nn.Module:
+                             dropout: float = 0.0, use_rslora: bool = False, init: str = "peft") -> nn.Module:
     """Wrap the model's ``nn.Linear`` layers in :class:`LinearWithLoRA`, recursively and in place.
 
     Args:
@@ -205,31 +315,41 @@ def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
             patterns matched against full module names (e.g. ``["*.attn.c_attn"]``).
         exclude: glob patterns never wrapped; by default output heads (``lm_head``,
             ``classifier``, ...), which are trained in full or tied. Pass ``()`` to wrap them too.
+        init: how ``A`` starts, ``"peft"`` (default) or ``"textbook"``; see :class:`LoRALayer`.
 
     Layers already wrapped are left as they are (no nested wrappers); wrapping them again
-    with a different rank or alpha is an error. Returns ``model`` for convenience.
+    with a different rank or alpha is an error. That check runs over the whole model *before*
+    anything is wrapped, so an error leaves the model exactly as it was (not half wrapped).
+    Returns ``model`` for convenience.
     """
     _check_hparams(rank, alpha, dropout)
-    wrapped, existing = [], []
+    _check_init(init)
+    planned, existing, conflicts = [], [], []
 
     def visit(module: nn.Module, prefix: str) -> None:
         for child_name, child in module.named_children():
             name = f"{prefix}{child_name}"
             if isinstance(child, LinearWithLoRA):
                 if (child.lora.rank, child.lora.alpha, child.lora.use_rslora) != (rank, alpha, use_rslora):
-                    raise ValueError(
-                        f"{name} is already wrapped with rank={child.lora.rank}, alpha={child.lora.alpha}; "
-                        f"cannot wrap it again with rank={rank}, alpha={alpha}. Start from the base model.")
+                    conflicts.append(f"{name} is already wrapped with rank={child.lora.rank}, "
+                                     f"alpha={child.lora.alpha}, use_rslora={child.lora.use_rslora}")
                 existing.append(name)
             elif isinstance(child, nn.Linear):
                 if _is_target(name, target, exclude):
-                    setattr(module, child_name, LinearWithLoRA(child, rank, alpha, dropout=dropout,
-                                                               use_rslora=use_rslora))
-                    wrapped.append(name)
+                    planned.append((module, child_name, child, name))
             else:
                 visit(child, f"{name}.")
 
-    visit(model, "")
+    visit(model, "")  # 1. plan and check: nothing changed yet
+    if conflicts:
+        raise ValueError(f"{conflicts[0]}; cannot wrap it again with rank={rank}, alpha={alpha}, "
+                         f"use_rslora={use_rslora} ({len(conflicts)} layer(s) conflict; nothing was changed). "
+                         "Start from the base model, or use the same settings.")
+    new = [LinearWithLoRA(child, rank, alpha, dropout=dropout, use_rslora=use_rslora, init=init)
+           for _, _, child, _ in planned]  # 2. build every wrapper (this can still fail: nothing changed yet)
+    for (module, child_name, _, _), layer in zip(planned, new):  # 3. swap them in
+        setattr(module, child_name, layer)
+    wrapped = [name for *_, name in planned]
     if not wrapped and not existing:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         hint = (f"its Linear layers are {linears[:6]}{' ...' if len(linears) > 6 else ''}; "
@@ -326,6 +446,9 @@ def lora_state_dict(model: nn.Module, extra: Iterable[str] = ()) -> dict[str, to
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_FORMAT = "lora_lab.adapter/1"
+SCALING_RULES = {"alpha/rank": False, "alpha/sqrt(rank)": True}  # rule -> use_rslora
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _base_name(model: nn.Module) -> str | None:
@@ -333,13 +456,51 @@ def _base_name(model: nn.Module) -> str | None:
     return getattr(cfg, "name", None) or getattr(cfg, "_name_or_path", None) or None
 
 
+def _base_weights(model: nn.Module) -> tuple[str | None, str | None]:
+    """(revision, sha256) of the pretrained weights the model was loaded from, when known
+    (:func:`lora_lab.gpt2.load_pretrained` records them in ``model.config``)."""
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "revision", None), getattr(cfg, "weights_sha256", None)
+
+
+def _pending(path: Path, sha: str) -> Path:
+    """Where save_adapter puts new weights before it commits them: a hidden file named by their sha256."""
+    return path / f".adapter.{sha}.safetensors"
+
+
+def _remove_leftovers(path: Path, keep: set[str]) -> None:
+    """Delete what interrupted saves left in an adapter folder (hidden weights and ``.tmp`` files)."""
+    for f in path.iterdir():
+        if f.name in keep or not f.name.startswith("."):
+            continue
+        if f.name.endswith(".tmp") or (f.name.startswith(".adapter.") and f.name.endswith(".safetensors")):
+            try:
+                f.unlink()
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass
+
+
 def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier",),
                  base_model: str | None = None, task: str | None = None) -> Path:
     """Write the adapter (LoRA weights + extra modules such as the new head) to a folder:
     ``adapter.safetensors`` and ``adapter_config.json`` (rank, alpha, scaling rule, wrapped
-    layers, base model, the weights' sha256). Both are written atomically.
+    layers, base model, the exact base weights when known, the weights' sha256).
+
+    The folder is updated as one step. Overwriting an adapter with two separate file writes is not
+    safe: a ``kill -9`` or a full disk between them would leave new weights beside the old config
+    (the old adapter destroyed, the new one not loadable). So:
+
+    1. the weights are serialised and hashed in memory;
+    2. they are written (atomically) to a hidden file named by that hash, ``.adapter.<sha256>.safetensors``;
+       the adapter in the folder is still the old one;
+    3. the config, which names that hash, is written atomically. **This is the commit point**: before
+       it the folder holds the old adapter, after it the new one;
+    4. the hidden file is renamed to ``adapter.safetensors`` and leftovers of interrupted saves are removed.
+
+    If a crash falls between 3 and 4, :func:`load_adapter` finds the committed weights by their hash
+    and finishes the move. One writer per folder at a time.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as serialize
 
     layers = lora_layers(model)
     if not layers:
@@ -349,11 +510,14 @@ def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier"
     first = next(iter(layers.values())).lora
     path = Path(path)
     tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model, extra).items()}
-    weights = path / ADAPTER_WEIGHTS
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    data = serialize(tensors, metadata={"format": "pt"})
+    sha = hashlib.sha256(data).hexdigest()
+    revision, base_sha = _base_weights(model)
     config = {
-        "format": "lora_lab.adapter/1",
+        "format": ADAPTER_FORMAT,
         "base_model": base_model or _base_name(model),
+        "base_revision": revision,
+        "base_weights_sha256": base_sha,
         "task": task,
         "rank": first.rank,
         "alpha": first.alpha,
@@ -362,58 +526,189 @@ def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier"
         "layers": sorted(layers),
         "extra_modules": sorted(set(extra)),
         "num_tensors": len(tensors),
-        "sha256": sha256_of(weights),
+        "sha256": sha,
     }
-    atomic_write(path / ADAPTER_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    path.mkdir(parents=True, exist_ok=True)
+    pending = _pending(path, sha)
+    atomic_write(pending, lambda tmp: Path(tmp).write_bytes(data))  # 2.
+    try:
+        atomic_write(path / ADAPTER_CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))  # 3.
+    except BaseException:
+        pending.unlink(missing_ok=True)  # not committed: the old adapter stays as it was
+        raise
+    os.replace(pending, path / ADAPTER_WEIGHTS)  # 4.
+    _remove_leftovers(path, keep={ADAPTER_WEIGHTS, ADAPTER_CONFIG})
     return path
+
+
+def _validated_config(cfg, cfg_path: Path) -> dict:
+    """Check every field load_adapter relies on, before the model is touched."""
+    where = f"{cfg_path}"
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where} should hold a JSON object, got {type(cfg).__name__}; save the adapter again")
+    required = ("rank", "alpha", "scaling_rule", "layers", "sha256")
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise ValueError(f"{where} lacks {missing}: it was not written by save_adapter, or was edited. "
+                         "Save the adapter again.")
+    if cfg.get("format", ADAPTER_FORMAT) != ADAPTER_FORMAT:
+        raise ValueError(f"{where} has format {cfg['format']!r}; this version of lora_lab reads {ADAPTER_FORMAT!r}")
+    try:
+        _check_hparams(cfg["rank"], cfg["alpha"], cfg.get("dropout", 0.0))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+    if cfg["scaling_rule"] not in SCALING_RULES:
+        raise ValueError(f"{where}: scaling_rule must be one of {sorted(SCALING_RULES)}, got {cfg['scaling_rule']!r}")
+    layers = cfg["layers"]
+    if not isinstance(layers, list) or not layers or not all(isinstance(n, str) and n for n in layers):
+        raise ValueError(f"{where}: layers must be a non-empty list of module names, got {layers!r}")
+    globs = [n for n in layers if any(c in n for c in "*?[]")]
+    if globs:
+        raise ValueError(f"{where}: layers must be exact module names (as in model.named_modules()), not "
+                         f"patterns: {globs[:5]}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"{where}: layers lists some names twice")
+    extra = cfg.get("extra_modules", [])
+    if not isinstance(extra, list) or not all(isinstance(n, str) for n in extra):
+        raise ValueError(f"{where}: extra_modules must be a list of module names, got {extra!r}")
+    if not isinstance(cfg["sha256"], str) or not _SHA256.fullmatch(cfg["sha256"]):
+        raise ValueError(f"{where}: sha256 must be 64 lowercase hex digits, got {cfg['sha256']!r}")
+    for key in ("base_model", "base_revision", "base_weights_sha256", "task"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise ValueError(f"{where}: {key} must be a string or null, got {cfg[key]!r}")
+    return {**cfg, "rank": int(cfg["rank"]), "alpha": _plain(cfg["alpha"]),
+            "dropout": float(cfg.get("dropout", 0.0)), "extra_modules": extra}
+
+
+def _read_adapter(path: Path) -> tuple[dict, bytes]:
+    """The folder's validated config and the weights' bytes (sha256 checked). Touches no model."""
+    cfg_path, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
+    if not cfg_path.is_file() or not (weights.is_file() or any(path.glob(".adapter.*.safetensors"))):
+        raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
+                                f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON ({e}): the adapter's config is damaged. "
+                         "Save the adapter again.") from None
+    cfg = _validated_config(cfg, cfg_path)
+    data = weights.read_bytes() if weights.is_file() else b""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != cfg["sha256"]:
+        pending = _pending(path, cfg["sha256"])
+        # a save that was interrupted after its commit point: the committed weights wait under their hash
+        if pending.is_file() and hashlib.sha256(blob := pending.read_bytes()).hexdigest() == cfg["sha256"]:
+            data = blob
+            try:
+                os.replace(pending, weights)  # finish that save
+            except OSError:
+                pass  # a read-only folder: loading works all the same
+        else:
+            raise ValueError(f"{weights} is corrupt or was changed: sha256 {actual}, expected {cfg['sha256']} "
+                             "from its config. Save the adapter again.")
+    return cfg, data
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> dict:
     """Load an adapter folder written by :func:`save_adapter` onto ``model`` (in place).
 
     A base model that has no LoRA layers yet is wrapped first, with the adapter's rank,
-    alpha and layers. Loading a second adapter onto the same wrapped model swaps tasks.
-    Raises :class:`AdapterMismatchError` when the adapter was made for another base model,
-    other layers, or other shapes, and ``ValueError`` when the file is corrupt.
-    Returns the adapter's config.
+    alpha and layers (exact module names). Loading a second adapter onto the same wrapped model swaps tasks.
+
+    Everything is checked *before* the model is touched: the config (keys, types, rank and alpha,
+    the scaling rule, layer names), the weights' sha256, and every tensor's name and shape against
+    the layers it will fill. Any problem raises and leaves the model exactly as it was:
+    :class:`AdapterMismatchError` when the adapter was made for another base model, other layers, or
+    other shapes; ``ValueError`` when the folder is damaged. An adapter that records the exact base
+    weights it was trained on (their sha256) warns when loaded onto different weights: it will run,
+    but its outputs will not be the ones measured in training. Returns the adapter's config.
     """
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load as deserialize
 
     path = Path(path)
-    cfg_path, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
-    if not cfg_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
-                                f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
-    cfg = json.loads(cfg_path.read_text())
-    actual = sha256_of(weights)
-    if actual != cfg.get("sha256"):
-        raise ValueError(f"{weights} is corrupt or was changed: sha256 {actual}, expected {cfg.get('sha256')} "
-                         "from its config. Save the adapter again.")
+    cfg, data = _read_adapter(path)
     model_base = base_model or _base_name(model)
     if cfg.get("base_model") and model_base and cfg["base_model"] != model_base:
         raise AdapterMismatchError(f"adapter {path} was trained on base model {cfg['base_model']!r}, "
                                    f"but this model is {model_base!r}; load it onto {cfg['base_model']!r}")
-    use_rslora = cfg["scaling_rule"] == "alpha/sqrt(rank)"
-    if not lora_layers(model):
-        replace_linear_with_lora(model, cfg["rank"], cfg["alpha"], target=list(cfg["layers"]), exclude=(),
-                                 use_rslora=use_rslora)
+    revision, model_sha = _base_weights(model)
+    if cfg.get("base_weights_sha256") and model_sha and cfg["base_weights_sha256"] != model_sha:
+        warnings.warn(f"adapter {path} was trained on base weights with sha256 {cfg['base_weights_sha256']} "
+                      f"(revision {cfg.get('base_revision')}), but this model's weights have sha256 {model_sha} "
+                      f"(revision {revision}). It loads, but its outputs will differ from those measured in "
+                      "training; load the same base weights to reproduce them.", UserWarning, stacklevel=2)
+    try:
+        tensors = deserialize(data)
+    except (SafetensorError, ValueError) as e:
+        raise ValueError(f"{path / ADAPTER_WEIGHTS} is not a readable safetensors file ({e})") from None
+    rank, alpha, names = cfg["rank"], cfg["alpha"], cfg["layers"]
+    use_rslora = SCALING_RULES[cfg["scaling_rule"]]
+
+    # --- plan and check; nothing below changes the model until "apply" ---
     layers = lora_layers(model)
-    if sorted(layers) != cfg["layers"]:
-        missing = sorted(set(cfg["layers"]) - set(layers))
-        extra_l = sorted(set(layers) - set(cfg["layers"]))
-        raise AdapterMismatchError(f"adapter {path} does not fit this model's LoRA layers: "
-                                   f"in the adapter only: {missing[:5]}, in the model only: {extra_l[:5]}")
-    tensors = load_file(weights)
-    own = model.state_dict()
-    problems = [f"{k}: not in model" for k in tensors if k not in own]
-    problems += [f"{k}: adapter {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                 for k, v in tensors.items() if k in own and own[k].shape != v.shape]
+    modules = dict(model.named_modules())
+    if layers:  # already wrapped: the adapter must cover exactly these layers (switching tasks)
+        if sorted(layers) != sorted(names):
+            missing = sorted(set(names) - set(layers))
+            extra_l = sorted(set(layers) - set(names))
+            raise AdapterMismatchError(f"adapter {path} does not fit this model's LoRA layers: "
+                                       f"in the adapter only: {missing[:5]}, in the model only: {extra_l[:5]}")
+        if any(m.merged for m in layers.values()):
+            raise ValueError("unmerge_lora(model) before loading another adapter")
+        own = model.state_dict()
+        expected = {k: tuple(v.shape) for k, v in own.items() if ".lora." in f".{k}"}
+    else:
+        not_found = [n for n in names if n not in modules]
+        not_linear = [n for n in names if n in modules and not isinstance(modules[n], nn.Linear)]
+        if not_found or not_linear:
+            raise AdapterMismatchError(f"adapter {path} does not fit this model: layers not in the model: "
+                                       f"{not_found[:5]}; not an nn.Linear: {not_linear[:5]}")
+        own = model.state_dict()
+        expected = {}
+        for n in names:
+            expected[f"{n}.lora.A"] = (modules[n].in_features, rank)
+            expected[f"{n}.lora.B"] = (rank, modules[n].out_features)
+    problems = [f"{k}: missing from the adapter" for k in expected if k not in tensors]
+    for k, v in tensors.items():
+        want = expected.get(k, tuple(own[k].shape) if k in own else None)
+        if want is None:
+            problems.append(f"{k}: not in model")
+        elif tuple(v.shape) != want:
+            problems.append(f"{k}: adapter {tuple(v.shape)} vs model {want}")
     if problems:
         raise AdapterMismatchError(f"adapter {path} does not fit this model: " + "; ".join(problems[:8]))
-    for m in layers.values():
-        if m.merged:
-            raise ValueError("unmerge_lora(model) before loading another adapter")
-        m.lora.rank, m.lora.alpha, m.lora.use_rslora = cfg["rank"], cfg["alpha"], use_rslora
-        m.lora.scaling = lora_scaling(cfg["rank"], cfg["alpha"], use_rslora)
-    model.load_state_dict(tensors, strict=False)
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"adapter {path} holds NaN or infinite values in {bad[:5]}: it was saved from a model "
+                         "whose training diverged. Train again (lower the learning rate) and save again.")
+
+    # --- apply, undoing everything if anything still fails ---
+    before = {k: own[k].clone() for k in tensors if k in own}
+    hparams = {n: (m.lora.rank, m.lora.alpha, m.lora.use_rslora, m.lora.scaling) for n, m in layers.items()}
+    wrapped = []
+    try:
+        if not layers:
+            for n in names:
+                _set_submodule(model, n, LinearWithLoRA(modules[n], rank, alpha, dropout=cfg["dropout"],
+                                                        use_rslora=use_rslora))
+                wrapped.append(n)
+            layers = lora_layers(model)
+        for m in layers.values():
+            m.lora.rank, m.lora.alpha, m.lora.use_rslora = rank, alpha, use_rslora
+            m.lora.scaling = lora_scaling(rank, alpha, use_rslora)
+        model.load_state_dict(tensors, strict=False)
+    except BaseException:
+        for n in wrapped:
+            _set_submodule(model, n, modules[n])
+        for n, (r, a, rs, s) in hparams.items():
+            lora = layers[n].lora
+            lora.rank, lora.alpha, lora.use_rslora, lora.scaling = r, a, rs, s
+        model.load_state_dict(before, strict=False)
+        raise
     return cfg

@@ -25,7 +25,9 @@ __all__ = ["pick_device", "set_seed", "precision_for", "train_classifier", "eval
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite. Raised *before* the backward pass and the optimizer step,
+    so the parameters are still those of the last good step; the message names the broken parameters or
+    the first layer whose output is not finite."""
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -90,11 +92,71 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1) -> to
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kw)
 
 
-def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max_grad_norm=None):
-    """One forward + backward + optimizer step. Returns (loss tensor, number correct tensor)."""
+def _finite_on_every_rank(loss: torch.Tensor) -> bool:
+    """Is the loss finite here and (under torch.distributed) on every other process too? All processes
+    must agree, or one would stop while the others wait forever for its gradients."""
+    bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
+    return _all_reduce(bad).item() == 0
+
+
+def _first_nonfinite_output(net: nn.Module, batch, device, amp_dtype) -> str | None:
+    """Run the batch again with a hook on every module; return the first module whose output is not finite."""
+    names = {m: n for n, m in net.named_modules()}
+    found = []
+
+    def hook(module, inputs, output):
+        out = output[0] if isinstance(output, (tuple, list)) and output else output
+        if not found and torch.is_tensor(out) and out.is_floating_point() and not torch.isfinite(out).all():
+            found.append(f"{names[module] or 'the model'} ({type(module).__name__})")
+
+    handles = [m.register_forward_hook(hook) for m in names]
+    try:
+        with torch.no_grad(), _autocast(device, amp_dtype):
+            net(batch.input_ids, batch.lengths)
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None
+
+
+def _explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype) -> str:
+    """Why is the loss NaN/inf? Broken weights (named, frozen or trained) or an overflowing activation."""
+    net = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    lr = optimizer.param_groups[0]["lr"]
+    bad = [(n, p.requires_grad) for n, p in net.named_parameters() if not torch.isfinite(p.detach()).all()]
+    msg = f"the loss is {loss.item()}"
+    if bad:
+        frozen = [n for n, trainable in bad if not trainable]
+        msg += f"; {len(bad)} parameter tensor(s) hold NaN or inf: {[n for n, _ in bad][:6]}"
+        if frozen:
+            msg += (f". {len(frozen)} of them are frozen ({frozen[:3]}), and training never changes frozen "
+                    "weights: the model was broken before training (a corrupt checkpoint, or a weight edited by "
+                    "hand). Reload the model; the learning rate is not the cause.")
+        else:
+            msg += (f". Only trained parameters are affected: the updates blew up. Lower the learning rate "
+                    f"(now {lr:g}) or alpha, or set max_grad_norm=1.0; with fp16 mixed precision try bf16 or fp32.")
+    else:
+        where = _first_nonfinite_output(net, batch, device, amp_dtype)
+        msg += (f" although every parameter is finite; the first non-finite activation is the output of {where}. "
+                if where else " although every parameter is finite. ")
+        msg += ("An activation overflowed: with fp16 mixed precision try bf16 or fp32; otherwise lower the learning "
+                f"rate (now {lr:g}) or alpha, or set max_grad_norm=1.0, and check the inputs.")
+    return msg + " Nothing was updated by this step."
+
+
+def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max_grad_norm=None, *,
+               check_finite: bool = True):
+    """One forward + backward + optimizer step. Returns (loss tensor, number correct tensor).
+
+    With ``check_finite`` (the default) a NaN or infinite loss raises :class:`NonFiniteLossError` *before*
+    the backward pass: one NaN gradient, once stepped, would turn every trained parameter into NaN and
+    hide where the problem started. The check reads one number from the device each step (a sync on GPUs).
+    """
     with _autocast(device, amp_dtype):
         logits = model(batch.input_ids, batch.lengths)
         loss = F.cross_entropy(logits.float(), batch.labels)
+    if check_finite and not _finite_on_every_rank(loss):
+        raise NonFiniteLossError(_explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype))
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -174,7 +236,8 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
     batches), ``val_loss``, ``val_acc``, ``epoch_s`` (training time), ``eval_s``, ``elapsed_s`` (wall time
     so far, evaluation included), ``tokens_per_s`` (real, non-padding training tokens per second) and
     ``peak_mem_mb``. ``df.attrs`` holds the device and precision. Raises
-    :class:`NonFiniteLossError` when the loss becomes NaN or infinite.
+    :class:`NonFiniteLossError` when the loss becomes NaN or infinite, before that step changes anything,
+    naming the parameters or the layer at fault.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype = precision_for(device, precision)
@@ -182,9 +245,18 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
     optimizer = optimizer or make_optimizer(model, lr, weight_decay)
     progress = default_progress() if progress is None else progress
     show = progress and _is_main_process()
-    check_every = 1 if device.type == "cpu" else 25  # each check syncs the GPU
     from tqdm.auto import tqdm
 
+    try:
+        n_batches = len(train_loader)
+    except TypeError:  # an iterable without a length
+        n_batches = None
+    if n_batches == 0:
+        raise ValueError(f"the training loader has no batches: batch_size={train_loader.batch_size} is larger than "
+                         f"its {len(train_loader.sampler)} examples (the last, partial batch is dropped). Use a "
+                         "smaller batch size or more data.")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     rows, t_start = [], time.perf_counter()
     reset_peak_memory(device)
     model.train()
@@ -196,17 +268,15 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", disable=not show, leave=False)
         for step, batch in enumerate(bar, 1):
             batch = batch.to(device)
-            loss, correct = train_step(model, batch, optimizer, device, amp_dtype, scaler, max_grad_norm)
+            try:
+                loss, correct = train_step(model, batch, optimizer, device, amp_dtype, scaler, max_grad_norm)
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(f"training stopped at epoch {epoch}, step {step}: {e}") from None
             n = len(batch.labels)
             sums[0] += loss * n
             sums[1] += correct
             sums[2] += n
             sums[3] += batch.lengths.sum()
-            if step % check_every == 0 and not math.isfinite(loss.item()):
-                raise NonFiniteLossError(
-                    f"training loss became {loss.item()} at epoch {epoch}, step {step}. The step size is too large "
-                    f"for this model: lower the learning rate (now {optimizer.param_groups[0]['lr']:g}), lower alpha, "
-                    "or set max_grad_norm=1.0; with fp16 mixed precision try bf16 or fp32.")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_s = time.perf_counter() - t0

@@ -33,12 +33,38 @@ def test_textbook_signatures_and_structure():
     assert isinstance(model[3], LinearWithLoRA)  # a plain Sequential has no head name: wrapped
 
 
-def test_A_is_kaiming_uniform_like_the_textbook():
+@pytest.mark.parametrize("init, fan_in", [("peft", 256), ("textbook", 16)])
+def test_A_init_bound(init, fan_in):
+    """peft: U(+-1/sqrt(in_dim)) as in loralib and PEFT; textbook: kaiming_uniform_(a=sqrt(5)) on the
+    (in_dim, rank) tensor, whose fan-in PyTorch takes to be rank."""
     torch.manual_seed(1)
-    layer = LoRALayer(256, 64, 16, 16)
-    bound = 1 / math.sqrt(16)  # kaiming_uniform_(a=sqrt(5)) with fan_in = A.shape[1] = rank
+    layer = LoRALayer(256, 64, 16, 16, init=init)
+    bound = 1 / math.sqrt(fan_in)
+    assert layer.A.shape == (256, 16) and layer.init == init
     assert layer.A.abs().max() <= bound + 1e-6
     assert layer.A.abs().max() > 0.9 * bound
+
+
+def test_default_A_init_matches_peft():
+    """The default A has PEFT's distribution: compare with PEFT's own lora_A on the same Linear shape."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(512, 64))
+    ref = peft.get_peft_model(base, peft.LoraConfig(r=8, lora_alpha=8, target_modules=["0"]))
+    peft_A = ref.base_model.model[0].lora_A["default"].weight  # (rank, in_dim)
+    ours = LoRALayer(512, 64, 8, 8).A  # (in_dim, rank)
+    assert peft_A.shape == ours.T.shape
+    for a in (peft_A, ours):
+        assert a.abs().max() <= 1 / math.sqrt(512) + 1e-6
+        assert a.abs().max() > 0.9 / math.sqrt(512)
+    assert abs(peft_A.std().item() - ours.std().item()) < 0.1 * ours.std().item()
+
+
+def test_unknown_init_is_an_error():
+    with pytest.raises(ValueError, match="init must be one of"):
+        LoRALayer(8, 8, 2, 2, init="kaiming")
+    with pytest.raises(ValueError, match="init must be one of"):
+        replace_linear_with_lora(mlp(), 2, 2, init="xavier")
 
 
 def test_zero_init_B_gives_identical_outputs():
@@ -51,8 +77,8 @@ def test_zero_init_B_gives_identical_outputs():
 
 def test_scaling_alpha_over_rank_and_rslora():
     assert LoRALayer(8, 8, rank=4, alpha=8).scaling == 2.0
-    assert LoRALayer(8, 8, rank=16, alpha=16).scaling == 1.0
-    assert LoRALayer(8, 8, rank=16, alpha=16, use_rslora=True).scaling == 4.0
+    assert LoRALayer(32, 32, rank=16, alpha=16).scaling == 1.0
+    assert LoRALayer(32, 32, rank=16, alpha=16, use_rslora=True).scaling == 4.0
     layer = LoRALayer(6, 5, rank=3, alpha=6)
     with torch.no_grad():
         layer.B.normal_()

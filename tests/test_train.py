@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lora_lab.data import SpamDataset, balanced_split, load_sms_spam, make_loader
-from lora_lab.finetune import apply_method
+from lora_lab.methods import apply_method
 from lora_lab.gpt2 import GPT, PRESETS
 from lora_lab.lora import count_parameters
 from lora_lab.train import NonFiniteLossError, make_optimizer, set_seed, train_classifier

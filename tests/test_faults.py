@@ -1,0 +1,537 @@
+"""Hostile inputs and faults (issue 10): nothing lost, nothing half-done, every error clear.
+
+One section per fault; docs/faults.md is the table of what happens now.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lora_lab.data import SMS_SHA256, DataIntegrityError, SpamDataset, collate, default_data_dir, make_loader
+from lora_lab.gpt2 import GPT, PRESETS, GPTConfig, WeightsIntegrityError, load_pretrained
+from lora_lab.lora import (AdapterMismatchError, LinearWithLoRA, LoRALayer, load_adapter, lora_layers,
+                           mark_only_lora_trainable, merge_lora, replace_linear_with_lora, save_adapter, unmerge_lora)
+from lora_lab.train import NonFiniteLossError, train_classifier
+
+ENV = {**os.environ, "CI": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+TINY = PRESETS["tiny"]
+
+
+def lora_tiny(seed=0, rank=4, alpha=8, trained=True):
+    """A tiny GPT-2 classifier with LoRA, its LoRA weights and head set to seeded "trained" values."""
+    torch.manual_seed(0)
+    model = GPT(TINY).to_classifier(2)
+    replace_linear_with_lora(model, rank, alpha)
+    mark_only_lora_trainable(model)
+    if trained:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def fresh_base():
+    torch.manual_seed(0)
+    return GPT(TINY).to_classifier(2)
+
+
+def snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {n: type(m).__name__ for n, m in model.named_modules()})
+
+
+def assert_unchanged(model, snap):
+    sd, types = snap
+    assert {n: type(m).__name__ for n, m in model.named_modules()} == types
+    now = model.state_dict()
+    assert now.keys() == sd.keys() and all(torch.equal(now[k], v) for k, v in sd.items())
+
+
+def adapter_sha(folder):
+    return json.loads((Path(folder) / "adapter_config.json").read_text())["sha256"]
+
+
+# --- 1. save_adapter updates the folder as one step ----------------------------------------------
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+import torch
+import lora_lab.files, lora_lab.lora as L
+from lora_lab.gpt2 import GPT, PRESETS
+
+point, new, target = sys.argv[1], sys.argv[2], sys.argv[3]
+torch.manual_seed(0)
+model = GPT(PRESETS["tiny"]).to_classifier(2)
+L.load_adapter(model, new)
+real_write, real_replace = L.atomic_write, os.replace
+
+def write(path, fn):  # die like kill -9 just before the config is written
+    if point == "config" and Path(path).name == "adapter_config.json":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(path, fn)
+
+def replace(src, dst):  # die just before the weights are moved to adapter.safetensors (after the config)
+    if point == "rename" and Path(dst).name == "adapter.safetensors":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst)
+
+L.atomic_write, os.replace = write, replace
+L.save_adapter(model, target)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.parametrize("point, expect", [("config", "old"), ("rename", "new")])
+def test_kill_9_during_save_leaves_old_or_new_adapter_never_a_mix(tmp_path, point, expect):
+    old, new, target = tmp_path / "old", tmp_path / "new", tmp_path / "target"
+    save_adapter(lora_tiny(seed=1), old)
+    save_adapter(lora_tiny(seed=2), new)
+    shutil.copytree(old, target)
+    r = subprocess.run([sys.executable, "-c", KILL_SCRIPT, point, str(new), str(target)], capture_output=True,
+                       text=True, timeout=300, env=ENV)
+    assert r.returncode == -9, r.stderr[-2000:]  # really killed mid-save
+    cfg = load_adapter(fresh_base(), target)  # still a loadable adapter ...
+    assert cfg["sha256"] == adapter_sha(old if expect == "old" else new)  # ... the whole old one or the whole new one
+    save_adapter(lora_tiny(seed=3), target)  # what the kill left behind does not get in the way
+    assert sorted(p.name for p in target.iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+    assert load_adapter(fresh_base(), target)["sha256"] == adapter_sha(target)
+
+
+def test_full_disk_while_writing_the_config_keeps_the_old_adapter(tmp_path, monkeypatch):
+    save_adapter(lora_tiny(seed=1), tmp_path / "a")
+    old_sha = adapter_sha(tmp_path / "a")
+    real = Path.write_text
+
+    def full_disk(self, *a, **k):
+        if self.name.startswith(".adapter_config.json"):
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    # the bytes are hashed in memory: the saved file is never read back
+    monkeypatch.setattr("lora_lab.lora.sha256_of", lambda *a: pytest.fail("re-read the file"), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        save_adapter(lora_tiny(seed=2), tmp_path / "a")
+    monkeypatch.undo()
+    assert load_adapter(fresh_base(), tmp_path / "a")["sha256"] == old_sha
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+
+
+def test_stray_temporary_files_do_not_break_later_saves(tmp_path):
+    folder = tmp_path / "a"
+    save_adapter(lora_tiny(seed=1), folder)
+    for name in (".adapter.safetensors.x1.tmp", ".adapter_config.json.x2.tmp", f".adapter.{'0' * 64}.safetensors"):
+        (folder / name).write_bytes(b"left by a killed process")
+    save_adapter(lora_tiny(seed=2), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter.safetensors", "adapter_config.json"]
+    assert load_adapter(fresh_base(), folder)["sha256"] == hashlib.sha256(
+        (folder / "adapter.safetensors").read_bytes()).hexdigest()
+
+
+# --- 2. load_adapter validates everything first and changes nothing on failure --------------------
+def _edit_config(folder, edit):
+    p = Path(folder) / "adapter_config.json"
+    cfg = json.loads(p.read_text())
+    edit(cfg)
+    p.write_text(json.dumps(cfg))
+
+
+BAD_CONFIGS = {
+    "missing key": (lambda c: c.pop("rank"), r"lacks \['rank'\]"),
+    "rank as a string": (lambda c: c.update(rank="8"), "rank must be a positive int"),
+    "negative alpha": (lambda c: c.update(alpha=-16), "alpha must be a positive number"),
+    "zero alpha": (lambda c: c.update(alpha=0), "alpha must be a positive number"),
+    "NaN alpha": (lambda c: c.update(alpha=float("nan")), "alpha must be a positive number"),
+    "unknown scaling rule": (lambda c: c.update(scaling_rule="alpha"), "scaling_rule must be one of"),
+    "glob as a layer name": (lambda c: c.update(layers=["*"]), "exact module names"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+@pytest.mark.parametrize("onto", ["base", "wrapped"])
+def test_bad_adapter_config_is_a_clear_error_and_changes_nothing(tmp_path, case, onto):
+    edit, message = BAD_CONFIGS[case]
+    save_adapter(lora_tiny(seed=1), tmp_path / "a")
+    _edit_config(tmp_path / "a", edit)
+    model = fresh_base() if onto == "base" else lora_tiny(seed=5)
+    snap = snapshot(model)
+    scalings = [m.lora.scaling for m in lora_layers(model).values()]
+    with pytest.raises(ValueError, match=message) as e:
+        load_adapter(model, tmp_path / "a")
+    assert "adapter_config.json" in str(e.value)  # names the file
+    assert_unchanged(model, snap)
+    assert [m.lora.scaling for m in lora_layers(model).values()] == scalings
+
+
+def test_invalid_json_names_the_file(tmp_path):
+    save_adapter(lora_tiny(seed=1), tmp_path / "a")
+    (tmp_path / "a" / "adapter_config.json").write_text('{"rank": 4,')
+    model = fresh_base()
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=r"adapter_config.json is not valid JSON"):
+        load_adapter(model, tmp_path / "a")
+    assert_unchanged(model, snap)
+
+
+def test_adapter_for_other_shapes_leaves_the_base_unwrapped(tmp_path):
+    from dataclasses import replace
+    save_adapter(lora_tiny(seed=1), tmp_path / "a")
+    torch.manual_seed(0)
+    wider = GPT(replace(TINY, n_embd=128)).to_classifier(2)
+    snap = snapshot(wider)
+    with pytest.raises(AdapterMismatchError, match="does not fit this model"):
+        load_adapter(wider, tmp_path / "a")
+    assert_unchanged(wider, snap)
+    assert not lora_layers(wider)
+
+
+# --- 3. training through merged layers is an error -------------------------------------------------
+def test_training_a_merged_model_is_an_error_but_merged_inference_works():
+    model = lora_tiny(seed=1)
+    x, lengths = torch.randint(0, 50257, (3, 12)), torch.tensor([12, 5, 9])
+    model.eval()
+    with torch.no_grad():
+        y = model(x, lengths)
+    merge_lora(model)
+    with torch.no_grad():  # inference, as notebook 6 times it
+        torch.testing.assert_close(model(x, lengths), y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(x, lengths), y, atol=1e-5, rtol=1e-5)  # eval mode, grad enabled: fine too
+    model.train()
+    loss = model(x, lengths).sum()  # the forward pass runs ...
+    with pytest.raises(RuntimeError, match=r"merged.*unmerge_lora\(model\) before training"):
+        loss.backward()  # ... but gradients would never reach A and B
+    unmerge_lora(model)
+    model(x, lengths).sum().backward()
+    assert all(m.lora.A.grad is not None for m in lora_layers(model).values())
+
+
+# --- 4. a non-finite loss stops before the step, naming the culprit --------------------------------
+@pytest.fixture(scope="module")
+def small_loaders():
+    from lora_lab.data import load_sms_spam
+    df = load_sms_spam().groupby("label", group_keys=False).head(16).reset_index(drop=True)
+    df["label_id"] = (df["label"] == "spam").astype(int)
+    ds = SpamDataset(df, max_length=24)
+    return make_loader(ds, 8, shuffle=True, drop_last=True), make_loader(ds, 8)
+
+
+def test_nan_in_a_frozen_weight_stops_before_any_parameter_changes(small_loaders):
+    model = lora_tiny(seed=1)
+    with torch.no_grad():
+        model.transformer.h[0].ln_1.weight[3] = float("nan")
+    trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    with pytest.raises(NonFiniteLossError) as e:
+        train_classifier(model, *small_loaders, epochs=1, lr=1e-3, log=None)
+    msg = str(e.value)
+    assert "epoch 1, step 1" in msg and "transformer.h.0.ln_1.weight" in msg
+    assert "frozen" in msg and "learning rate is not the cause" in msg
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, trained[n]), n  # no step was taken: nothing trainable became NaN
+
+
+def test_nan_activation_names_the_first_layer_with_a_non_finite_output(small_loaders):
+    model = lora_tiny(seed=1)
+    model.transformer.h[1].mlp.c_fc.register_forward_hook(lambda m, i, o: o * float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"first non-finite activation is the output of "
+                                                 r"transformer\.h\.1\.mlp\.c_fc"):
+        train_classifier(model, *small_loaders, epochs=1, lr=1e-3, log=None)
+
+
+# --- 5. lengths and empty messages ------------------------------------------------------------------
+@pytest.mark.parametrize("lengths", [[0, 3], [-1, 3], [3, 6], [3, 1000]])
+def test_lengths_outside_1_to_T_are_a_clear_error(tiny_model, lengths):
+    tiny_model.to_classifier(2)
+    x = torch.randint(0, 50256, (2, 5))
+    with pytest.raises(ValueError, match="lengths must be between 1 and the sequence length 5"):
+        tiny_model(x, torch.tensor(lengths))
+
+
+def test_lengths_of_the_wrong_shape_are_a_clear_error(tiny_model):
+    tiny_model.to_classifier(2)
+    with pytest.raises(ValueError, match=r"one entry per row \(2,\)"):
+        tiny_model(torch.randint(0, 50256, (2, 5)), torch.tensor([5, 5, 5]))
+
+
+def test_empty_messages_are_rejected_by_the_dataset():
+    df = pd.DataFrame({"text": ["hello there", "", "win a prize"], "label_id": [0, 1, 1]})
+    with pytest.raises(ValueError, match=r"1 message\(s\) have no tokens.*index 1"):
+        SpamDataset(df)
+    with pytest.raises(ValueError, match="no tokens"):
+        collate([([1, 2], 0), ([], 1)])
+    with pytest.raises(ValueError, match="pad_to=1 is shorter"):
+        collate([([1, 2], 0)], pad_to=1)
+
+
+# --- 6 and 7. the finetune command: default max_length, degenerate arguments ---------------------------
+def _finetune(tmp_path, *args):
+    from lora_lab.finetune import main
+    out = tmp_path / "run"
+    main(["--epochs", "1", "--no-plot", "--device", "cpu", "--out", str(out), *args])
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+def test_tiny_command_truncates_to_the_context_by_default(tmp_path, capsys):
+    """Seed 31 with 10 messages per class puts the collection's 257-token message into the test split: it
+    used to crash tiny (block size 256) after training."""
+    metrics, _ = _finetune(tmp_path, "--model", "tiny", "--weights", "random", "--subset", "10", "--seed", "31")
+    assert metrics["max_length"] == 256
+    assert metrics["precision"] == "fp32" and metrics["precision_requested"] == "auto"  # item 11
+    assert metrics["base_weights_sha256"] is None  # random weights: no base file to name
+
+
+def _usage_error(tmp_path, capsys, *args):
+    from lora_lab.finetune import main
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "tiny", "--weights", "random", "--no-plot", "--device", "cpu",
+              "--out", str(tmp_path / "run"), *args])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["--subset", "0"], "argument --subset: must be at least 1, got 0"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["--lr", "-1"], "argument --lr: must be a finite number > 0"),
+    (["--lr", "nan"], "argument --lr: must be a finite number > 0"),
+    (["--max-length", "300"], "--max-length 300 is longer than tiny's context of 256 tokens"),
+    (["--rank", "0"], "--rank: rank must be a positive int"),
+    (["--alpha", "-2"], "--alpha: alpha must be a positive number"),
+    (["--target", "attn"], "argument --target: invalid choice"),
+    (["--subset", "10000"], "--subset 10000: per_class must be a whole number from 1 to 747"),
+    (["--subset", "4"], "--subset 4 leaves the validation split empty"),
+    (["--subset", "5", "--batch-size", "64"], "--batch-size 64 is larger than the 7 training messages"),
+])
+def test_degenerate_arguments_are_usage_errors_naming_the_argument(tmp_path, capsys, args, message):
+    assert message in _usage_error(tmp_path, capsys, *args)
+
+
+def test_unwritable_out_fails_before_training(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr("lora_lab.finetune.spam_splits", lambda *a, **k: pytest.fail("started working"))
+    from lora_lab.finetune import main
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "tiny", "--weights", "random", "--out", str(tmp_path / "file" / "run")])
+    assert e.value.code == 2
+    assert f"--out {tmp_path / 'file' / 'run'}: cannot create this folder" in capsys.readouterr().err
+
+
+# --- 8. cache seed verifies what is already there ---------------------------------------------------
+def test_cache_seed_replaces_a_corrupt_existing_file(tmp_path, monkeypatch, capsys):
+    from lora_lab.cache import main
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    src = tmp_path / "src" / "sms_spam_collection" / "SMSSpamCollection"
+    src.parent.mkdir(parents=True)
+    shutil.copy(default_data_dir() / "SMSSpamCollection", src)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "SMSSpamCollection").write_text("ham\ttruncated download")
+    main(["seed", str(tmp_path / "src"), "--data-dir", str(data)])
+    assert hashlib.sha256((data / "SMSSpamCollection").read_bytes()).hexdigest() == SMS_SHA256
+    assert "replaced" in capsys.readouterr().out
+    main(["seed", str(tmp_path / "src"), "--data-dir", str(data)])  # a verified file is kept
+    assert "already there" in capsys.readouterr().out
+    # a corrupt source is refused and the verified file stays
+    src.write_text("ham\tforged")
+    with pytest.raises(SystemExit, match="expected " + SMS_SHA256):
+        main(["seed", str(tmp_path / "src"), "--data-dir", str(data)])
+    assert hashlib.sha256((data / "SMSSpamCollection").read_bytes()).hexdigest() == SMS_SHA256
+
+
+def test_cache_seed_refuses_a_corrupt_source_without_touching_the_cache(tmp_path):
+    from lora_lab.cache import seed
+    src = tmp_path / "src" / "sms_spam_collection" / "SMSSpamCollection"
+    src.parent.mkdir(parents=True)
+    src.write_text("ham\tforged")
+    with pytest.raises(DataIntegrityError, match="not copying it"):
+        seed(tmp_path / "src", data_dir=tmp_path / "data")
+    assert not (tmp_path / "data" / "SMSSpamCollection").exists()
+
+
+# --- 9. a rank conflict is found before anything is wrapped -------------------------------------------
+def test_rank_conflict_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = GPT(TINY).to_classifier(2)
+    replace_linear_with_lora(model, 8, 8, target="mlp")
+    before = sorted(lora_layers(model))
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=r"already wrapped with rank=8.*nothing was changed"):
+        replace_linear_with_lora(model, 4, 4, target="all")
+    assert sorted(lora_layers(model)) == before
+    assert_unchanged(model, snap)
+
+
+# --- 10. merge/unmerge is exact in fp16/bf16 ---------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_unmerge_restores_low_precision_weights_exactly(dtype):
+    torch.manual_seed(0)
+    layer = LinearWithLoRA(nn.Linear(64, 48), 8, 16).to(dtype).eval()
+    w0 = layer.linear.weight.detach().clone()
+    x = torch.randn(4, 64, dtype=dtype)
+    for cycle in range(5):
+        with torch.no_grad():
+            layer.lora.B.normal_(std=0.3)  # B changes between cycles, as in training
+            y = layer(x)
+            layer.merge()
+            torch.testing.assert_close(layer(x), y, atol=0.05, rtol=0.05)
+            if cycle % 2:
+                layer.lora.B.normal_(std=0.3)  # ... or even while merged
+            layer.unmerge()
+        assert torch.equal(layer.linear.weight, w0), cycle
+
+
+def test_unmerge_in_fp32_subtracts_what_was_merged():
+    torch.manual_seed(0)
+    layer = LinearWithLoRA(nn.Linear(64, 48), 8, 16).eval()
+    w0 = layer.linear.weight.detach().clone()
+    with torch.no_grad():
+        layer.lora.B.normal_(std=0.3)
+        layer.merge()
+        layer.lora.B.normal_(std=0.3)  # B changed while merged
+        layer.unmerge()
+    torch.testing.assert_close(layer.linear.weight, w0, atol=1e-6, rtol=0)
+    assert "_weight_before_merge" not in layer.state_dict() and "_merged_A" not in layer.state_dict()
+
+
+# --- 11. messages ----------------------------------------------------------------------------------
+def test_heads_that_do_not_divide_the_width_are_a_clear_error():
+    with pytest.raises(ValueError, match="n_embd=65 is not divisible by n_head=2"):
+        GPT(GPTConfig("odd", n_layer=1, n_head=2, n_embd=65))
+
+
+def _hf_copy(hf_tiny_dir, dst):
+    shutil.copytree(hf_tiny_dir, dst)
+    return dst
+
+
+def test_bad_config_json_names_the_file(hf_tiny_dir, tmp_path):
+    broken = _hf_copy(hf_tiny_dir, tmp_path / "broken")
+    (broken / "config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match=r"config.json is not valid JSON"):
+        load_pretrained(broken)
+    partial = _hf_copy(hf_tiny_dir, tmp_path / "partial")
+    cfg = json.loads((partial / "config.json").read_text())
+    del cfg["n_head"]
+    (partial / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config.json lacks \['n_head'\]"):
+        load_pretrained(partial)
+
+
+@pytest.mark.parametrize("bad_id", [50257, -1])
+def test_token_ids_outside_the_vocabulary_are_a_clear_error(tiny_model, bad_id):
+    with pytest.raises(ValueError, match=f"token id {bad_id} is outside the model's vocabulary"):
+        tiny_model(torch.tensor([[1, 2, bad_id]]))
+
+
+def test_numpy_numbers_are_accepted_as_rank_and_alpha(tmp_path):
+    layer = LoRALayer(16, 16, np.int64(4), np.float32(8.0), dropout=np.float64(0.1))
+    assert type(layer.rank) is int and type(layer.alpha) is float and layer.scaling == 2.0
+    torch.manual_seed(0)
+    model = replace_linear_with_lora(GPT(TINY).to_classifier(2), np.int64(4), np.int64(8))
+    save_adapter(model, tmp_path / "a")  # the config is plain JSON
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["rank"] == 4
+
+
+def test_rank_larger_than_the_layer_warns():
+    with pytest.warns(UserWarning, match=r"rank=32 is larger than this layer's smaller side \(16 in, 64 out\)"):
+        LoRALayer(16, 64, 32, 32)
+
+
+def test_cli_offline_hint_names_the_cli_flags(tmp_path):
+    """Without network or cached weights the command says how to run it offline, in its own flags."""
+    env = {**ENV, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = subprocess.run([sys.executable, "-m", "lora_lab.finetune", "--model", "gpt2", "--subset", "5",
+                        "--batch-size", "2", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 1
+    assert "--model tiny --weights random" in r.stderr and "LORA_LAB_PROFILE" not in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _hub_cache(root, src_dir, revision="a" * 40, blob_name=None):
+    """Lay a checkpoint out as huggingface_hub's cache holds openai-community/gpt2: blobs named by sha256."""
+    repo = root / "models--openai-community--gpt2"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    snap = repo / "snapshots" / revision
+    snap.mkdir(parents=True)
+    for f in ("config.json", "model.safetensors"):
+        data = (Path(src_dir) / f).read_bytes()
+        name = hashlib.sha256(data).hexdigest() if f == "model.safetensors" else hashlib.sha1(data).hexdigest()
+        if f == "model.safetensors" and blob_name:
+            name = blob_name
+        (repo / "blobs" / name).write_bytes(data)
+        (snap / f).symlink_to(Path("..") / ".." / "blobs" / name)
+    return root
+
+
+def test_a_local_gpt2_folder_does_not_shadow_the_hub_preset(hf_tiny_dir, tmp_path, monkeypatch):
+    cache = _hub_cache(tmp_path / "cache", hf_tiny_dir)
+    decoy = tmp_path / "cwd" / "gpt2"
+    decoy.mkdir(parents=True)
+    (decoy / "notes.txt").write_text("not a checkpoint")
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.warns(UserWarning, match=r"also a folder in the working directory.*pass './gpt2'"):
+        model = load_pretrained("gpt2", cache_dir=cache, local_files_only=True)
+    assert model.config.source == "hub openai-community/gpt2"
+
+
+# --- 12. the exact base weights are recorded, checked and carried into results ---------------------------
+def test_hub_revision_and_sha256_are_recorded_and_checked(hf_tiny_dir, tmp_path):
+    sha = hashlib.sha256((hf_tiny_dir / "model.safetensors").read_bytes()).hexdigest()
+    model = load_pretrained("gpt2", cache_dir=_hub_cache(tmp_path / "c1", hf_tiny_dir), local_files_only=True)
+    assert (model.config.revision, model.config.weights_sha256) == ("a" * 40, sha)
+    local = load_pretrained(hf_tiny_dir)
+    assert local.config.weights_sha256 == sha and local.config.revision is None
+    assert local.config.source.startswith("local ")
+    # a cached file whose bytes are not what the hub published (its blob name) is refused
+    with pytest.raises(WeightsIntegrityError, match="is corrupt.*Delete"):
+        load_pretrained("gpt2", cache_dir=_hub_cache(tmp_path / "c2", hf_tiny_dir, blob_name="f" * 64),
+                        local_files_only=True)
+
+
+def test_adapter_names_its_base_weights_and_warns_on_another_base(hf_tiny_dir, tmp_path):
+    model = load_pretrained("gpt2", cache_dir=_hub_cache(tmp_path / "c1", hf_tiny_dir), local_files_only=True)
+    model.to_classifier(2)
+    replace_linear_with_lora(model, 2, 2)
+    save_adapter(model, tmp_path / "a")
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert cfg["base_weights_sha256"] == model.config.weights_sha256 and cfg["base_revision"] == "a" * 40
+    # the same base name, other weights (a later revision, say): loads, with a warning naming both
+    other = tmp_path / "other"
+    _hf_copy(hf_tiny_dir, other)
+    sd = load_file(other / "model.safetensors")
+    sd["transformer.ln_f.bias"] = sd["transformer.ln_f.bias"] + 0.01
+    save_file(sd, other / "model.safetensors", metadata={"format": "pt"})
+    moved = load_pretrained("gpt2", cache_dir=_hub_cache(tmp_path / "c2", other, revision="b" * 40),
+                            local_files_only=True).to_classifier(2)
+    with pytest.warns(UserWarning, match=f"base weights with sha256 {cfg['base_weights_sha256']}"):
+        load_adapter(moved, tmp_path / "a")
+    same = load_pretrained("gpt2", cache_dir=tmp_path / "c1", local_files_only=True).to_classifier(2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_adapter(same, tmp_path / "a")
+    assert not [w for w in caught if "base weights" in str(w.message)]
+
+
+def test_finetune_metrics_and_adapter_name_the_base_weights(hf_tiny_dir, tmp_path):
+    sha = hashlib.sha256((hf_tiny_dir / "model.safetensors").read_bytes()).hexdigest()
+    metrics, out = _finetune(tmp_path, "--model", str(hf_tiny_dir), "--subset", "6", "--batch-size", "4")
+    assert metrics["base_weights_sha256"] == sha and metrics["base_source"].startswith("local ")
+    assert metrics["max_length"] == 128  # this checkpoint's n_positions
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_weights_sha256"] == sha
