@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch
 TORCH_INDEX ?=
 PIP_TORCH_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: lab test install install-test clean
+.PHONY: lab test execute install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ test: $(VENV)/.test
 	LORA_LAB_PROFILE=smoke LORA_LAB_PROGRESS=0 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning \
 	  $(PY) -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
 	  --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
+
+# Re-run every notebook top to bottom in the offline profile (real MiniLM, CPU) and save its outputs: what
+# the committed notebooks show. About an hour on 2 CPU cores.
+execute: $(VENV)/.test
+	cd notebooks && for nb in *.ipynb; do \
+	  echo "$$nb"; LORA_LAB_PROFILE=offline LORA_LAB_PROGRESS=0 ../$(PY) -m jupyter nbconvert --to notebook \
+	    --execute --inplace --ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

