@@ -1,0 +1,259 @@
+"""Every exercise check: the right answer passes, typical wrong answers fail, and the verdict is a bool."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lora_lab import exercises as ex
+
+NOT_ANSWERS = [None, "42", True, [1, 2], float("nan")]
+
+
+def verdict(fn, *args, **kwargs) -> bool:
+    out = fn(*args, **kwargs)
+    assert type(out) is bool, f"{fn.__name__} returned {type(out).__name__}, not bool"
+    return out
+
+
+def assert_checks(fn, right, wrong, *args, **kwargs):
+    """``fn(answer, *args)``: every ``right`` passes, every ``wrong`` (and every non-answer) fails."""
+    for r in right:
+        assert verdict(fn, r, *args, **kwargs), f"{fn.__name__} rejected the right answer {r!r}"
+    for w in list(wrong) + NOT_ANSWERS:
+        assert not verdict(fn, w, *args, **kwargs), f"{fn.__name__} accepted the wrong answer {w!r}"
+
+
+def test_check_prints_and_returns_bool(capsys):
+    assert ex.check(np.bool_(True), "h") is True
+    assert ex.check(torch.tensor(False), "the hint") is False
+    out = capsys.readouterr().out
+    assert "✅" in out and "the hint" in out
+
+
+# --- notebook 1 ----------------------------------------------------------------------------------
+def test_check_storage():
+    m, n, k = 512, 384, 20
+    right = k * (m + n + 1)
+    assert_checks(ex.check_storage, [right, float(right), np.int64(right), torch.tensor(right)],
+                  [k * (m + n), m * n, right + 1, right - 1, (k + 1) * (m + n + 1), 100 * right / (m * n)], m, n, k)
+
+
+def test_check_storage_hint_names_the_missing_singular_values(capsys):
+    ex.check_storage(20 * (512 + 384), 512, 384, 20)
+    assert "singular values" in capsys.readouterr().out
+
+
+def test_check_eckart_young():
+    g = torch.Generator().manual_seed(0)
+    S = torch.linalg.svdvals(torch.randn(30, 20, generator=g, dtype=torch.float64))
+    k = 7
+    right = float(torch.sqrt((S[k:] ** 2).sum()))
+    wrong = [float((S[k:] ** 2).sum()),                      # no square root
+             float(torch.sqrt((S[k + 1:] ** 2).sum())),      # off by one
+             float(torch.sqrt((S[k - 1:] ** 2).sum())),      # off by one the other way
+             float(S[k]),                                    # spectral-norm error
+             float(torch.sqrt((S[:k] ** 2).sum())),          # the kept values
+             right / float(torch.linalg.norm(S))]            # relative error
+    assert_checks(ex.check_eckart_young, [right, torch.tensor(right), np.float32(right)], wrong, S, k)
+
+
+def test_check_eckart_young_hints(capsys):
+    S = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64)
+    ex.check_eckart_young(float((S[2:] ** 2).sum()), S, 2)
+    assert "square root" in capsys.readouterr().out
+    ex.check_eckart_young(float(torch.sqrt((S[3:] ** 2).sum())), S, 2)
+    assert "off by one" in capsys.readouterr().out
+
+
+# --- notebook 2 ----------------------------------------------------------------------------------
+def test_check_lora_params():
+    right = 8 * (1024 + 4096)
+    assert_checks(ex.check_lora_params, [right], [1024 * 4096, 8 * 1024 * 4096, 8 * 1024, 8 * 4096, right + 8,
+                                                  16 * (1024 + 4096), 4 * right], 1024, 4096, 8)
+
+
+def test_check_scaling():
+    assert_checks(ex.check_scaling, [0.5, 8 / 16], [8, 16 / 8, 8 / math.sqrt(16), 50.0], 16, 8)
+    assert_checks(ex.check_scaling, [2.0], [0.5, 8, 8 / 16], 16, 8, use_rslora=True)
+
+
+def test_check_alpha_conversion():
+    assert verdict(ex.check_alpha_conversion, 8, 128, raw_alpha=8, rank=16)
+    assert verdict(ex.check_alpha_conversion, 8.0, torch.tensor(128.0), raw_alpha=8, rank=16)
+    for scaling, alpha in [(0.5, 128),     # scaling computed with alpha/rank
+                           (8, 8),         # the same alpha in lora_lab
+                           (8, 0.5),       # alpha divided instead of multiplied
+                           (8, 32),        # alpha * sqrt(rank): the rsLoRA conversion
+                           (8, 129),       # off by one
+                           (None, 128), (8, None), (8, -128)]:
+        assert not verdict(ex.check_alpha_conversion, scaling, alpha, raw_alpha=8, rank=16), (scaling, alpha)
+
+
+def test_check_alpha_conversion_checks_the_learners_value_not_a_constant():
+    # a different textbook run: raw alpha 4 at rank 8 -> scaling 4, alpha 32
+    assert verdict(ex.check_alpha_conversion, 4, 32, raw_alpha=4, rank=8)
+    assert not verdict(ex.check_alpha_conversion, 8, 128, raw_alpha=4, rank=8)
+
+
+def test_check_optimizer_state_bytes():
+    n = 19_660_800
+    assert_checks(ex.check_optimizer_state_bytes, [8 * n, float(8 * n)],
+                  [4 * n, 2 * n, 16 * n, 64 * n, 8 * n / 2**20, 8 * n / 2**30, 8 * n + 1], n)
+
+
+# --- notebook 3 ----------------------------------------------------------------------------------
+def test_check_last_token_index():
+    lengths = [5, 12, 1]
+    right = [torch.tensor([4, 11, 0]), [4, 11, 0], np.array([4, 11, 0]), torch.tensor([4.0, 11.0, 0.0])]
+    wrong = [torch.tensor([5, 12, 1]),      # off by one
+             torch.tensor([3, 10, -1]),     # off by one the other way
+             torch.tensor([11, 4, 0]),      # wrong order
+             torch.tensor([4, 11]),         # missing a row
+             torch.tensor([[4, 11, 0]]),    # wrong shape
+             11]
+    assert_checks(ex.check_last_token_index, right, wrong, lengths)
+
+
+def test_check_split_sizes():
+    assert_checks(ex.check_split_sizes, [(1400, 200, 400), [1400, 200, 400], np.array([1400, 200, 400])],
+                  [(70, 10, 20), (0.7, 0.1, 0.2), (1400, 200), (400, 200, 1400), (700, 100, 200),
+                   (1401, 200, 399), 2000], 2000)
+    # where int() and round() differ (the course's 1,494 balanced rows): 1045.8 -> 1045, 149.4 -> 149
+    assert_checks(ex.check_split_sizes, [(1045, 149, 300)], [(1046, 149, 299), (1045, 150, 299)], 1494)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    return transformers.BertModel(cfg, add_pooling_layer=False).eval()
+
+
+def test_check_first_token_pooling(tiny_bert):
+    from lora_lab.minilm import MiniLMClassifier
+
+    class CLS(MiniLMClassifier):  # the right answer
+        def forward(self, input_ids, lengths=None):
+            mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
+            return self.classifier(self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, 0])
+
+    class CLSNoMask(MiniLMClassifier):  # first token, but padding attended to
+        def forward(self, input_ids, lengths=None):
+            return self.classifier(self.encoder(input_ids=input_ids).last_hidden_state[:, 0])
+
+    class LastReal(MiniLMClassifier):  # GPT-2's rule applied to an encoder
+        def forward(self, input_ids, lengths=None):
+            mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
+            h = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+            return self.classifier(h[torch.arange(len(h)), lengths - 1])
+
+    class Broken(MiniLMClassifier):
+        def forward(self, input_ids, lengths=None):
+            raise RuntimeError("oops")
+
+    ids = torch.randint(1, 100, (3, 10), generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([10, 4, 7])
+    ids[1, 4:] = 0
+    ids[2, 7:] = 0
+
+    def make(cls):
+        torch.manual_seed(2)
+        return cls(tiny_bert, num_classes=2)
+
+    assert verdict(ex.check_first_token_pooling, make(CLS), ids, lengths)
+    for wrong in (MiniLMClassifier, CLSNoMask, LastReal, Broken):
+        assert not verdict(ex.check_first_token_pooling, make(wrong), ids, lengths), wrong.__name__
+    assert not verdict(ex.check_first_token_pooling, None, ids, lengths)
+
+
+# --- notebook 6 ----------------------------------------------------------------------------------
+def test_check_merged_weight_needs_the_scaling_and_the_transpose():
+    from lora_lab import LinearWithLoRA
+
+    torch.manual_seed(0)
+    L = LinearWithLoRA(nn.Linear(6, 4), rank=2, alpha=8)  # scaling 4: a missing scaling is visible
+    assert L.lora.scaling == 4
+    with torch.no_grad():
+        L.lora.B.normal_()
+    W, A, B, s = L.linear.weight, L.lora.A, L.lora.B, L.lora.scaling  # still requiring grad: must not crash
+    right = (W + s * (A @ B).T).detach()
+    wrong = [(W + (A @ B).T).detach(),           # missing scaling
+             (W.T + s * (A @ B)).detach(),       # transposed result
+             W.detach(),                         # update forgotten
+             (W + s * (A @ B).T / 2).detach(),   # alpha/(2 rank)
+             (W - s * (A @ B).T).detach(),       # unmerge, not merge
+             torch.zeros(1)]                     # the notebook's placeholder
+    assert_checks(ex.check_merged_weight, [right, right.numpy()], wrong, W, A, B, s)
+    # the merged layer itself gives the right answer
+    L.merge()
+    assert verdict(ex.check_merged_weight, L.linear.weight, W.detach() - s * (A @ B).T.detach(), A, B, s)
+
+
+def test_check_merged_weight_square_transpose_fails():
+    torch.manual_seed(0)
+    W, A, B = torch.randn(5, 5), torch.randn(5, 2), torch.randn(2, 5)
+    assert not verdict(ex.check_merged_weight, W + 3 * (A @ B), W, A, B, 3.0)  # (A @ B) not transposed
+
+
+# --- notebooks 5 / 7 -----------------------------------------------------------------------------
+def test_check_delta_rank():
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(20, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 30, generator=g, dtype=torch.float64)
+    assert_checks(ex.check_delta_rank, [3, 3.0, torch.tensor(3)], [2, 4, 20, 30, 0], delta)
+
+
+def test_check_allreduce_bytes():
+    n = 2_359_296 + 768 * 2 + 2
+    assert_checks(ex.check_allreduce_bytes, [4 * n], [n, 8 * n, 12 * n, 32 * n, 4 * n / 2**20, 4 * (n - 2)], n)
+    assert_checks(ex.check_allreduce_bytes, [2 * n], [4 * n, n], n, bytes_per_value=2)
+
+
+# --- notebooks 4, 5, 7 ---------------------------------------------------------------------------
+def test_check_trainable_fraction():
+    from lora_lab import mark_only_lora_trainable, replace_linear_with_lora
+    from lora_lab.lora import count_parameters
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
+    model.classifier = nn.Linear(32, 2)
+    replace_linear_with_lora(model, rank=2, alpha=2)
+    mark_only_lora_trainable(model)
+    pc = count_parameters(model)
+    share = pc.trainable / pc.total
+    assert 0 < share < 1
+    assert_checks(ex.check_trainable_fraction, [share, torch.tensor(share)],
+                  [100 * share, pc.trainable, 1 - share, pc.total / pc.trainable,
+                   (pc.trainable - 66) / pc.total],  # the head left out
+                  model)
+
+
+def test_check_checkpoints_per_full():
+    adapter, full = 9_443_336, 497_765_384
+    assert_checks(ex.check_checkpoints_per_full, [full // adapter], [full / adapter, full // adapter + 1,
+                                                                      adapter / full, full - adapter], adapter, full)
+
+
+def test_check_lora_params_total():
+    shapes = [(768, 2304), (768, 768)] * 12
+    right = sum(16 * (i + o) for i, o in shapes)
+    assert_checks(ex.check_lora_params_total, [right],
+                  [16 * (768 + 2304),                  # one layer
+                   right + 16 * (768 + 2),             # the head counted as LoRA
+                   sum(i * o for i, o in shapes),      # full weights
+                   right // 16,                        # rank forgotten
+                   right - 16 * (768 + 768)],          # a layer missing
+                  shapes, rank=16)
+    minilm = [(384, 384)] * 4 * 6
+    assert_checks(ex.check_lora_params_total, [147_456], [24_576, 6_144, 147_456 * 2], minilm, rank=8)
+
+
+def test_every_check_function_is_tested():
+    tested = {name for name in globals() if name.startswith("test_check_")}
+    for name in ex.__all__:
+        if name.startswith("check_"):
+            assert any(t.startswith(f"test_{name}") for t in tested), f"{name} has no test"
