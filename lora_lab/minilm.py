@@ -19,8 +19,9 @@ from torch import nn
 
 from .files import sha256_of
 
-__all__ = ["MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
+__all__ = ["MINILM_NAME", "MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
 
+MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
@@ -55,6 +56,9 @@ def load_minilm(verify: bool = True):
         log.set_verbosity(verbosity)
         if bars:
             log.enable_progress_bar()
+    # the name adapters record as their base (save_adapter / load_adapter compare it), instead of the
+    # site-packages path transformers would report
+    encoder.config.name = MINILM_NAME
     return encoder, tokenizer
 
 

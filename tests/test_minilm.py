@@ -67,3 +67,20 @@ def test_classifier_mean_pooling_ignores_padding(minilm):
         padded[i, :len(x)] = torch.tensor(x)
     together = model(padded, torch.tensor([len(x) for x in ids]))
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_round_trip_on_minilm_names_the_model_not_its_install_path(minilm, tmp_path):
+    """save_adapter records the base model's name; load_adapter onto a fresh MiniLM classifier accepts it."""
+    from lora_lab.lora import load_adapter, save_adapter
+    from lora_lab.methods import apply_method
+
+    enc, _ = minilm
+    torch.manual_seed(0)
+    model = apply_method(MiniLMClassifier(copy.deepcopy(enc)), "lora", 2, 2)
+    cfg = save_adapter(model, tmp_path / "a", task="spam")
+    json_cfg = __import__("json").loads((cfg / "adapter_config.json").read_text())
+    assert json_cfg["base_model"] == "all-MiniLM-L6-v2"
+    fresh = MiniLMClassifier(copy.deepcopy(enc))
+    load_adapter(fresh, tmp_path / "a")
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    torch.testing.assert_close(fresh.eval()(ids), model.eval()(ids))
