@@ -87,12 +87,12 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
             compile=False, padding="batch", batch_size=8, seed=123, data_dir=None) -> dict:
     """Measure one configuration in this process. Returns a flat dict (one row of the results table)."""
     import torch
-    from safetensors.torch import save_file
 
     from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
-    from .methods import apply_method
+    from .experiments import checkpoint_bytes
     from .gpt2 import GPT, PRESETS
-    from .lora import count_parameters, lora_state_dict
+    from .lora import count_parameters
+    from .methods import apply_method
     from .train import make_optimizer, peak_memory_bytes, precision_for, reset_peak_memory, set_seed, train_step
 
     baseline_rss = _rss_mb()
@@ -138,21 +138,7 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
             flops.append(model_flops_per_step(cfg, tuple(b.input_ids.shape), "lora" if rank else method, rank))
     opt_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                     if torch.is_tensor(t) and t.dim() > 0)
-    with tempfile.TemporaryDirectory() as tmp:
-        if rank:
-            saved = lora_state_dict(model, ["classifier"])
-        elif method == "last-block":
-            saved = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        else:
-            saved = {k: v for k, v in model.state_dict().items()}
-        # tied weights share storage; store each tensor once, as a checkpoint would
-        seen, uniq = set(), {}
-        for k, v in saved.items():
-            if v.data_ptr() not in seen:
-                seen.add(v.data_ptr())
-                uniq[k] = v.detach().contiguous().cpu()
-        save_file(uniq, f"{tmp}/ckpt.safetensors")
-        ckpt_bytes = os.path.getsize(f"{tmp}/ckpt.safetensors")
+    ckpt_bytes = checkpoint_bytes(model, "lora" if rank else method)
     total_s = sum(times)
     med = statistics.median(times)
     row = {
@@ -179,6 +165,7 @@ def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, d
     import torch
 
     from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
+    from .experiments import latency_ms
     from .gpt2 import GPT, PRESETS
     from .lora import merge_lora, replace_linear_with_lora
 
@@ -188,25 +175,11 @@ def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, d
     torch.manual_seed(seed)
     with dev:
         model = GPT(PRESETS[shape]).to_classifier(2).eval()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-
-    def timed():
-        ts = []
-        with torch.no_grad():
-            for i in range(iters + 3):
-                sync()
-                t0 = time.perf_counter()
-                model(batch.input_ids, batch.lengths)
-                sync()
-                if i >= 3:
-                    ts.append(time.perf_counter() - t0)
-        return 1e3 * statistics.median(ts)
-
-    rows = [{"shape": shape, "variant": "base model", "latency_ms": timed()}]
+    rows = [{"shape": shape, "variant": "base model", "latency_ms": latency_ms(model, batch, reps=iters)}]
     replace_linear_with_lora(model, rank, rank)
-    rows.append({"shape": shape, "variant": f"LoRA r={rank} unmerged", "latency_ms": timed()})
+    rows.append({"shape": shape, "variant": f"LoRA r={rank} unmerged", "latency_ms": latency_ms(model, batch, reps=iters)})
     merge_lora(model)
-    rows.append({"shape": shape, "variant": f"LoRA r={rank} merged", "latency_ms": timed()})
+    rows.append({"shape": shape, "variant": f"LoRA r={rank} merged", "latency_ms": latency_ms(model, batch, reps=iters)})
     for r in rows:
         r["batch_shape"] = list(batch.input_ids.shape)
     return rows

@@ -56,7 +56,7 @@ def seed_spread(values, n_test: int | None = None) -> str:
 
 def checkpoint_bytes(model: nn.Module, method: str) -> int:
     """Bytes of the safetensors file that this method must store: the adapter and head (``lora``), the
-    trained tensors (``last-block``), or the whole model (``full``)."""
+    trained tensors (``last-block``), or the whole model (``full``). Used by the notebooks and the benchmark."""
     from safetensors.torch import save_file
 
     if method == "lora":
@@ -64,10 +64,15 @@ def checkpoint_bytes(model: nn.Module, method: str) -> int:
     elif method == "last-block":
         tensors = {n: p for n, p in model.named_parameters() if p.requires_grad}
     else:
-        tensors = {n: t for n, t in model.state_dict().items() if n != "lm_head.weight"}
+        tensors = model.state_dict()
+    seen, unique = set(), {}  # tied weights (GPT-2's LM head is its token embedding) are stored once
+    for k, v in tensors.items():
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            unique[k] = v.detach().contiguous().cpu()
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "checkpoint.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(f))
+        save_file(unique, str(f))
         return f.stat().st_size
 
 

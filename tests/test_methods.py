@@ -71,6 +71,14 @@ def test_checkpoint_bytes_per_method():
     assert sizes["full"] > 4 * count_parameters(tiny_classifier()).total  # every weight, plus the file header
 
 
+def test_checkpoint_stores_tied_weights_once():
+    torch.manual_seed(0)
+    lm = GPT(PRESETS["tiny"])  # its LM head is the token embedding
+    total = count_parameters(lm).total  # counts the tied tensor once
+    size = checkpoint_bytes(lm, "full")
+    assert 4 * total < size < 4 * total + 64 * 1024  # the weights once, plus the file's header
+
+
 def test_seed_spread_text():
     assert seed_spread([0.96, 0.97, 0.98]) == "97.0% (min 96.0%, max 98.0%, 3 seeds)"
     assert seed_spread([0.5], n_test=300).endswith("1 seed); one test message = 0.33%")
