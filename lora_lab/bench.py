@@ -7,7 +7,9 @@
 
 Weights are random (speed and memory do not depend on their values); the batches are real: the
 balanced SMS-spam training split, batch 8, padded per batch, in the same seeded order for every
-configuration. Each configuration runs in a fresh subprocess so its peak memory is its own.
+configuration. On CPU each configuration runs in a fresh subprocess so its peak memory is its own; on
+CUDA in one process, with the peak counter reset and memory released between configurations. The
+results file is rewritten (atomically) after every row, with ``"complete": false`` until the end.
 
 Measured per configuration: median step time (forward + backward + AdamW step) after warm-up,
 real tokens/s, peak memory (CUDA: peak bytes allocated; CPU: peak resident set size of the process,
@@ -88,7 +90,6 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
     """Measure one configuration in this process. Returns a flat dict (one row of the results table)."""
     import torch
 
-    from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
     from .experiments import checkpoint_bytes
     from .gpt2 import GPT, PRESETS
     from .lora import count_parameters
@@ -97,15 +98,8 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
 
     baseline_rss = _rss_mb()
     dev = torch.device(device)
-    train_df, _, _ = balanced_split(load_sms_spam(data_dir), seed=seed)
-    ds = SpamDataset(train_df)
-    loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed,
-                         pad_to=ds.max_length if padding == "longest" else None)
-    batches = []
-    for b in loader:
-        batches.append(b)
-        if len(batches) == steps + warmup:
-            break
+    batches = _batches(seed, batch_size, padding, steps + warmup, data_dir)
+    baseline_alloc = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
     set_seed(seed)
     cfg = PRESETS[shape]
     with dev:
@@ -148,7 +142,8 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
         "step_ms_p90": 1e3 * sorted(times)[min(len(times) - 1, (9 * len(times)) // 10)],
         "first_step_ms": 1e3 * first_step,
         "tokens_per_s": sum(tokens) / total_s, "padded_tokens_per_s": sum(padded) / total_s,
-        "peak_mem_mb": peak_memory_bytes(dev) / 2**20, "baseline_rss_mb": baseline_rss if dev.type == "cpu" else None,
+        "peak_mem_mb": (peak_memory_bytes(dev) - baseline_alloc) / 2**20,
+        "baseline_rss_mb": baseline_rss if dev.type == "cpu" else None,
         "params_total": params.total, "params_trainable": params.trainable,
         "optimizer_state_mb": opt_bytes / 2**20, "checkpoint_mb": ckpt_bytes / 2**20,
         "achieved_tflops": sum(flops) / total_s / 1e12,
@@ -157,7 +152,44 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
         name = torch.cuda.get_device_name(0)
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
         row["mfu"] = row["achieved_tflops"] * 1e12 / peak if peak else None
+        row["baseline_alloc_mb"] = baseline_alloc / 2**20
+        del model, fwd_model, opt, b
+        _release_cuda(compile)
     return row
+
+
+_BATCHES: dict = {}
+
+
+def _batches(seed, batch_size, padding, n, data_dir):
+    """The first ``n`` training batches in the seeded order (tokenised once per process)."""
+    from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
+
+    key = (seed, batch_size, padding, n, str(data_dir))
+    if key not in _BATCHES:
+        train_df, _, _ = balanced_split(load_sms_spam(data_dir), seed=seed)
+        ds = SpamDataset(train_df)
+        loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed,
+                             pad_to=ds.max_length if padding == "longest" else None)
+        batches = []
+        for b in loader:
+            batches.append(b)
+            if len(batches) == n:
+                break
+        _BATCHES[key] = batches
+    return _BATCHES[key]
+
+
+def _release_cuda(compiled: bool) -> None:
+    """Give back what one in-process CUDA measurement allocated, so the next one starts from zero."""
+    import gc
+
+    import torch
+
+    if compiled:
+        torch._dynamo.reset()
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, data_dir=None) -> list[dict]:
@@ -215,7 +247,7 @@ def _ddp_worker(rank, world, port, shape, method, out_file):
     from .train import make_optimizer, train_step
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = GPT(PRESETS[shape]).to_classifier(2)
@@ -274,6 +306,9 @@ def _in_subprocess(kwargs: dict, timeout=1800) -> dict:
 
 
 def _git_commit() -> str | None:
+    """The checkout's commit; ``$LORA_LAB_COMMIT`` where the code runs from a copy without ``.git``."""
+    if os.environ.get("LORA_LAB_COMMIT"):
+        return os.environ["LORA_LAB_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
@@ -281,39 +316,66 @@ def _git_commit() -> str | None:
         return None
 
 
+def measure(config: dict) -> dict:
+    """One row. On CPU in a fresh subprocess: the peak resident set size is a high-water mark over a
+    process's whole life, so each configuration needs a process of its own. On CUDA in this process:
+    the allocator's peak counter is reset per configuration and what the previous one held is released
+    first (``baseline_alloc_mb`` records anything left), which saves a CUDA start-up per row."""
+    if str(config.get("device", "cpu")).startswith("cuda"):
+        return run_one(**config)
+    return _in_subprocess(config)
+
+
 def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True, inference=True,
-            comm=False, log=print) -> dict:
+            comm=False, log=print, save=None) -> dict:
+    """Measure every configuration; ``save(result)``, if given, is called after each row (with
+    ``"complete": False``) and once at the end, so a run cut short still leaves what it measured."""
     import torch
 
-    rows = []
     configs = [dict(shape=s, method=m) for s in shapes for m in methods]
     if ablations:  # each speed-up on its own, on the largest shape measured, LoRA r=16 and full
         s = shapes[-1]
         for m in ("full", "lora-16"):
             configs.append(dict(shape=s, method=m, padding="longest"))
             configs.append(dict(shape=s, method=m, precision="bf16" if device == "cpu" else "fp32"))
+        for m in ("full", "lora-16"):  # last: compiling takes the longest and is the most likely to fail
             configs.append(dict(shape=s, method=m, compile=True))
     default_precision = "fp32" if device == "cpu" else "auto"
-    for c in configs:
-        c = {"device": device, "steps": steps, "warmup": warmup, "precision": default_precision, **c}
-        t0 = time.perf_counter()
-        row = _in_subprocess(c)
-        rows.append(row)
-        log(f"{row['shape']:>11} {row['method']:>10} {row['precision']:>8} compile={row['compile']!s:5} "
-            f"pad={row['padding']:7} step {row['step_ms_median']:8.1f} ms  {row['tokens_per_s']:9,.0f} tok/s  "
-            f"peak {row['peak_mem_mb']:8.0f} MB  ({time.perf_counter() - t0:.0f}s)")
     result = {
         "device": device_name(device), "device_type": device, "torch": torch.__version__,
         "cuda": torch.version.cuda, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "commit": _git_commit(), "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "cpu": _cpu_facts(),
         "note": "random weights; real SMS-spam batches (batch 8, per-batch padding unless padding=longest)",
-        "results": rows,
+        "complete": False, "results": [],
     }
+    for c in configs:
+        c = {"device": device, "steps": steps, "warmup": warmup, "precision": default_precision, **c}
+        t0 = time.perf_counter()
+        row = measure(c)
+        result["results"].append(row)
+        log(f"{row['shape']:>11} {row['method']:>10} {row['precision']:>8} compile={row['compile']!s:5} "
+            f"pad={row['padding']:7} step {row['step_ms_median']:8.1f} ms  {row['tokens_per_s']:9,.0f} tok/s  "
+            f"peak {row['peak_mem_mb']:8.0f} MB  ({time.perf_counter() - t0:.0f}s)")
+        if save:
+            save(result)
     if inference:
         result["inference"] = inference_latency(shapes[-1], device=device)
+        if save:
+            save(result)
     if comm:
         result["ddp_comm"] = ddp_comm(shapes[-1])
+    result["complete"] = True
+    if save:
+        save(result)
     return result
+
+
+def _cpu_facts() -> dict:
+    """The host CPU and the instruction-set flags that decide CPU speed (recorded with every timing)."""
+    from .nbtools import cpu_flags
+
+    return {"name": device_name("cpu"), "flags": cpu_flags()}
 
 
 def committed_results() -> list[tuple[str, dict]]:
@@ -359,6 +421,12 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def _save(path: Path, result: dict) -> None:
+    from .files import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m lora_lab.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -393,7 +461,7 @@ def main(argv=None):
             result["end_to_end_commit"] = _git_commit()
         if args.ddp_comm:
             result["ddp_comm"] = ddp_comm(args.shapes[-1] if args.shapes else "gpt2")
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        _save(Path(args.out), result)
         import pandas as pd
         for key in ("end_to_end", "ddp_comm"):
             if key in result:
@@ -406,13 +474,14 @@ def main(argv=None):
         shapes = args.shapes or (["tiny", "gpt2"] if device == "cpu" else
                                  ["tiny", "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"])
         methods, steps, warmup, abl = args.methods, args.steps, args.warmup, not args.no_ablations
+    out = Path(args.out or f"benchmarks/{device.split(':')[0]}-{_slug(device_name(device))}.json")
     result = run_all(shapes, methods, device=device, steps=steps, warmup=warmup, ablations=abl,
-                     comm=args.ddp_comm, inference=True)
+                     comm=args.ddp_comm, inference=True, save=lambda r: _save(out, r))
     if args.e2e:
+        result["complete"] = False
         result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
-    out = Path(args.out or f"benchmarks/{device.split(':')[0]}-{_slug(result['device'])}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+        result["complete"] = True
+        _save(out, result)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:,.2f}".format):
