@@ -1,6 +1,7 @@
 # One command to open the course, one to test it. Each makes its own virtual environment in .venv.
 #   make lab     set up and open the course in JupyterLab
 #   make test    set up and run the unit tests and every notebook (smoke profile, CPU, offline-capable)
+#   make lint    ruff: lint (pyflakes, pycodestyle, import order), 120 columns
 # CPU-only torch (small download):  make lab TORCH_SPEC=torch TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ TORCH_SPEC ?= torch
 TORCH_INDEX ?=
 PIP_TORCH_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: lab test execute install install-test clean
+.PHONY: lab test lint execute install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +37,15 @@ LAB_ARGS ?=
 lab: $(VENV)/.lab
 	$(PY) -m jupyter lab notebooks/ $(LAB_ARGS)
 
+# Style first: seconds, and a failure names the file and line. The settings are in pyproject.toml ([tool.ruff]).
+# LINT_PATHS narrows it, e.g. make lint LINT_PATHS=lora_lab/bench.py
+LINT_PATHS ?= lora_lab tests
+lint: $(VENV)/.test
+	$(PY) -m ruff check $(LINT_PATHS)
+
 # Unit tests, then every notebook under nbval in the smoke profile (tiny random GPT-2, data subset).
-test: $(VENV)/.test
+# Slow tests (other processes: the CLI, torchrun, kill -9) run here too; pytest -m "not slow" skips them locally.
+test: lint $(VENV)/.test
 	LORA_LAB_PROFILE=smoke LORA_LAB_PROGRESS=0 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning \
 	  $(PY) -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
 	  --nbval-cell-timeout=900 -p no:cacheprovider --durations=15

@@ -17,6 +17,11 @@ which includes the ~0.3-0.5 GB of the Python/torch runtime, see ``baseline_rss_m
 parameters, optimizer-state bytes, checkpoint bytes (adapter vs full), and the achieved model
 FLOP/s (and MFU against the GPU's dense bf16 peak, on GPUs we know).
 Results are written as JSON, one file per device, under ``benchmarks/``.
+
+The file reads top to bottom: measuring one configuration (:func:`run_one`, :func:`inference_latency`,
+:func:`end_to_end`), running many (:func:`measure`, :func:`run_all`), reporting (:func:`summary_table`,
+:func:`ratios`, :func:`committed_results`), then the command line. DDP traffic (:func:`ddp_comm`) is measured
+in :mod:`lora_lab.distributed` and re-exported here; the machine is named by :func:`lora_lab.nbtools.device_name`.
 """
 from __future__ import annotations
 
@@ -33,28 +38,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["run_one", "run_all", "model_flops_per_step", "device_name"]
+from .distributed import ddp_comm  # noqa: F401  (re-exported: notebooks import it from here)
+from .methods import method_name, parse_method
+from .nbtools import cpu_flags, device_name
 
-METHODS = ("full", "last-block", "lora-8", "lora-16", "lora-64")
+__all__ = ["run_one", "run_all", "measure", "model_flops_per_step", "device_name", "ddp_comm", "inference_latency",
+           "end_to_end", "committed_results", "summary_table", "ratios"]
+
+# the table's rows by default; any lora-<rank> works (lora_lab.methods.parse_method reads them)
+DEFAULT_METHODS = ("full", "last-block", "lora-8", "lora-16", "lora-64")
 # dense bf16 peak (no sparsity) from the vendors' data sheets, for MFU
 PEAK_BF16_FLOPS = {"H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
                    "T4": 65e12}
 
 
-def device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
+# --- measuring ----------------------------------------------------------------------------------
 def model_flops_per_step(cfg, batch_shape, method: str, rank: int | None) -> float:
     """Matmul FLOPs of one training step (the usual 2 FLOPs per multiply-add).
 
@@ -76,13 +74,61 @@ def model_flops_per_step(cfg, batch_shape, method: str, rank: int | None) -> flo
 
 
 def _rss_mb() -> float:
+    """This process's resident set size now, in MiB (NaN where neither /proc nor psutil can say)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return float("nan")
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _random_classifier(shape: str, method: str, rank: int | None, device, seed: int):
+    """A GPT-2 classifier of ``shape`` with random weights (speed and memory do not depend on their
+    values), made trainable by ``method``; LoRA uses alpha = rank (scaling 1), rank 16 unless given."""
+    import torch
+
+    from .gpt2 import GPT, PRESETS
+    from .methods import apply_method
+    from .train import set_seed
+
+    set_seed(seed)
+    with torch.device(device):
+        model = GPT(PRESETS[shape]).to_classifier(2)
+    apply_method(model, method, rank or 16, rank or 16)
+    return model.to(device).train()
+
+
+def _time_steps(model, batches, opt, dev, amp, scaler, warmup: int) -> dict:
+    """Run one training step per batch, timing each (GPU work synchronised); the first ``warmup`` steps are
+    run but not kept. Returns the kept ``times`` (s), their ``tokens`` (real) and ``padded`` token counts and
+    ``shapes``, and ``first_step`` (s), which includes compilation and allocator warm-up."""
+    import torch
+
+    from .train import train_step
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    kept = {"times": [], "tokens": [], "padded": [], "shapes": [], "first_step": 0.0}
+    for i, b in enumerate(batches):
+        b = b.to(dev)
+        sync()
+        t0 = time.perf_counter()
+        train_step(model, b, opt, dev, amp, scaler)
+        sync()
+        dt = time.perf_counter() - t0
+        if i == 0:
+            kept["first_step"] = dt
+        if i >= warmup:
+            kept["times"].append(dt)
+            kept["tokens"].append(int(b.lengths.sum()))
+            kept["padded"].append(b.input_ids.numel())
+            kept["shapes"].append(tuple(b.input_ids.shape))
+    return kept
 
 
 def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", precision="fp32",
@@ -91,69 +137,46 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
     import torch
 
     from .experiments import checkpoint_bytes
-    from .gpt2 import GPT, PRESETS
+    from .gpt2 import PRESETS
     from .lora import count_parameters
-    from .methods import apply_method
-    from .train import make_optimizer, peak_memory_bytes, precision_for, reset_peak_memory, set_seed, train_step
+    from .train import make_grad_scaler, make_optimizer, peak_memory_bytes, precision_for, reset_peak_memory
 
+    name, rank = parse_method(method)
     baseline_rss = _rss_mb()
     dev = torch.device(device)
     batches = _batches(seed, batch_size, padding, steps + warmup, data_dir)
     baseline_alloc = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
-    set_seed(seed)
-    cfg = PRESETS[shape]
-    with dev:
-        model = GPT(cfg).to_classifier(2)
-    rank = int(method.split("-")[1]) if method.startswith("lora") else None
-    apply_method(model, "lora" if rank else method, rank or 16, rank or 16)
-    model.to(dev).train()
+    model = _random_classifier(shape, name, rank, dev, seed)
     params = count_parameters(model)
     fwd_model = torch.compile(model) if compile else model
     opt = make_optimizer(model, 1e-4)
     amp = precision_for(dev, precision)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 and dev.type == "cuda" else None
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     reset_peak_memory(dev)
-    times, tokens, padded, flops = [], [], [], []
-    first_step = 0.0  # the first step includes compilation (torch.compile) and allocator warm-up
-    for i, b in enumerate(batches):
-        b = b.to(dev)
-        sync()
-        t0 = time.perf_counter()
-        train_step(fwd_model, b, opt, dev, amp, scaler)
-        sync()
-        dt = time.perf_counter() - t0
-        if i == 0:
-            first_step = dt
-        if i >= warmup:
-            times.append(dt)
-            tokens.append(int(b.lengths.sum()))
-            padded.append(b.input_ids.numel())
-            flops.append(model_flops_per_step(cfg, tuple(b.input_ids.shape), "lora" if rank else method, rank))
-    opt_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
-                    if torch.is_tensor(t) and t.dim() > 0)
-    ckpt_bytes = checkpoint_bytes(model, "lora" if rank else method)
-    total_s = sum(times)
-    med = statistics.median(times)
+    t = _time_steps(fwd_model, batches, opt, dev, amp, make_grad_scaler(dev, amp), warmup)
+    times, total_s = t["times"], sum(t["times"])
+    flops = sum(model_flops_per_step(PRESETS[shape], s, name, rank) for s in t["shapes"])
+    opt_bytes = sum(x.numel() * x.element_size() for st in opt.state.values() for x in st.values()
+                    if torch.is_tensor(x) and x.dim() > 0)
     row = {
-        "shape": shape, "method": method, "precision": str(amp).replace("torch.", "") if amp else "fp32",
+        "shape": shape, "method": method_name(name, rank),
+        "precision": str(amp).replace("torch.", "") if amp else "fp32",
         "compile": compile, "padding": padding, "batch_size": batch_size, "steps": len(times),
-        "step_ms_median": 1e3 * med, "step_ms_p10": 1e3 * sorted(times)[len(times) // 10],
+        "step_ms_median": 1e3 * statistics.median(times), "step_ms_p10": 1e3 * sorted(times)[len(times) // 10],
         "step_ms_p90": 1e3 * sorted(times)[min(len(times) - 1, (9 * len(times)) // 10)],
-        "first_step_ms": 1e3 * first_step,
-        "tokens_per_s": sum(tokens) / total_s, "padded_tokens_per_s": sum(padded) / total_s,
+        "first_step_ms": 1e3 * t["first_step"],
+        "tokens_per_s": sum(t["tokens"]) / total_s, "padded_tokens_per_s": sum(t["padded"]) / total_s,
         "peak_mem_mb": (peak_memory_bytes(dev) - baseline_alloc) / 2**20,
         "baseline_rss_mb": baseline_rss if dev.type == "cpu" else None,
         "params_total": params.total, "params_trainable": params.trainable,
-        "optimizer_state_mb": opt_bytes / 2**20, "checkpoint_mb": ckpt_bytes / 2**20,
-        "achieved_tflops": sum(flops) / total_s / 1e12,
+        "optimizer_state_mb": opt_bytes / 2**20, "checkpoint_mb": checkpoint_bytes(model, name) / 2**20,
+        "achieved_tflops": flops / total_s / 1e12,
     }
     if dev.type == "cuda":
-        name = torch.cuda.get_device_name(0)
-        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        gpu = device_name(dev)
+        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu), None)
         row["mfu"] = row["achieved_tflops"] * 1e12 / peak if peak else None
         row["baseline_alloc_mb"] = baseline_alloc / 2**20
-        del model, fwd_model, opt, b
+        del model, fwd_model, opt
         _release_cuda(compile)
     return row
 
@@ -163,14 +186,14 @@ _BATCHES: dict = {}
 
 def _batches(seed, batch_size, padding, n, data_dir):
     """The first ``n`` training batches in the seeded order (tokenised once per process)."""
-    from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
+    from .data import SpamDataset, make_loader, spam_splits
 
     key = (seed, batch_size, padding, n, str(data_dir))
     if key not in _BATCHES:
-        train_df, _, _ = balanced_split(load_sms_spam(data_dir), seed=seed)
+        train_df, _, _ = spam_splits(data_dir, seed=seed)
         ds = SpamDataset(train_df)
         loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed,
-                             pad_to=ds.max_length if padding == "longest" else None)
+                             pad_to=ds.longest if padding == "longest" else None)
         batches = []
         for b in loader:
             batches.append(b)
@@ -196,106 +219,47 @@ def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, d
     """Forward latency of one batch: plain base model vs LoRA unmerged vs LoRA merged."""
     import torch
 
-    from .data import SpamDataset, balanced_split, load_sms_spam, make_loader
+    from .data import SpamDataset, make_loader, spam_splits
     from .experiments import latency_ms
     from .gpt2 import GPT, PRESETS
     from .lora import merge_lora, replace_linear_with_lora
 
     dev = torch.device(device)
-    _, _, test_df = balanced_split(load_sms_spam(data_dir), seed=seed)
+    _, _, test_df = spam_splits(data_dir, seed=seed)
     batch = next(iter(make_loader(SpamDataset(test_df), 8))).to(dev)
     torch.manual_seed(seed)
     with dev:
         model = GPT(PRESETS[shape]).to_classifier(2).eval()
-    rows = [{"shape": shape, "variant": "base model", "latency_ms": latency_ms(model, batch, reps=iters)}]
+    rows = []
+
+    def measure_as(variant):
+        rows.append({"shape": shape, "variant": variant, "latency_ms": latency_ms(model, batch, reps=iters),
+                     "batch_shape": list(batch.input_ids.shape)})
+
+    measure_as("base model")
     replace_linear_with_lora(model, rank, rank)
-    rows.append({"shape": shape, "variant": f"LoRA r={rank} unmerged", "latency_ms": latency_ms(model, batch, reps=iters)})
+    measure_as(f"LoRA r={rank} unmerged")
     merge_lora(model)
-    rows.append({"shape": shape, "variant": f"LoRA r={rank} merged", "latency_ms": latency_ms(model, batch, reps=iters)})
-    for r in rows:
-        r["batch_shape"] = list(batch.input_ids.shape)
+    measure_as(f"LoRA r={rank} merged")
     return rows
 
 
 def end_to_end(shape="gpt2", methods=("lora", "full"), epochs=5, device="cpu") -> list[dict]:
     """Wall time of whole fine-tunes (train ``epochs`` epochs on the balanced split, evaluate every epoch,
-    then test), through the same code path as ``python -m lora_lab.finetune``, with random weights."""
-    from .finetune import build_parser, run
+    then test), through the same code as ``python -m lora_lab.finetune``, with random weights."""
+    from .finetune import FinetuneConfig, run
 
     rows = []
     for method in methods:
         with tempfile.TemporaryDirectory() as tmp:
-            args = build_parser().parse_args(["--model", shape, "--weights", "random", "--method", method,
-                                              "--epochs", str(epochs), "--device", device, "--out", tmp,
-                                              "--no-plot"])
-            m = run(args)["metrics"]
+            m = run(FinetuneConfig(model=shape, weights="random", method=method, epochs=epochs, device=device,
+                                   out=tmp, plot=False))["metrics"]
         rows.append({"shape": shape, "method": method, "epochs": epochs, "wall_s_with_eval": m["wall_s_with_eval"],
                      "peak_mem_mb": m["peak_mem_mb"], "tokens_per_s": m["tokens_per_s"]})
     return rows
 
 
-# --- DDP communication ----------------------------------------------------------------
-def _ddp_worker(rank, world, port, shape, method, out_file):
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-    from .data import collate
-    from .methods import apply_method
-    from .gpt2 import GPT, PRESETS
-    from .train import make_optimizer, train_step
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    model = GPT(PRESETS[shape]).to_classifier(2)
-    r = int(method.split("-")[1]) if method.startswith("lora") else 16
-    apply_method(model, "lora" if method.startswith("lora") else method, r, r)
-    ddp = DDP(model)
-    sent = []
-
-    def counting_hook(state, bucket):
-        sent.append(bucket.buffer().numel() * bucket.buffer().element_size())
-        return allreduce_hook(state, bucket)
-
-    ddp.register_comm_hook(None, counting_hook)
-    opt = make_optimizer(model, 1e-4)
-    batch = collate([([1, 2, 3, 4] * 4, 0), ([5, 6] * 5, 1)])
-    for step in range(2):
-        sent.clear()
-        train_step(ddp, batch, opt, torch.device("cpu"))
-    if rank == 0:
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        Path(out_file).write_text(json.dumps({"shape": shape, "method": method, "world_size": world,
-                                              "bytes_allreduced_per_step": sum(sent), "buckets": len(sent),
-                                              "trainable_params": trainable}))
-    dist.barrier()  # let every rank finish its collectives before gloo is torn down
-    del ddp
-    dist.destroy_process_group()
-
-
-def ddp_comm(shape="gpt2", methods=("full", "lora-16"), world=2) -> list[dict]:
-    """Bytes each rank all-reduces per training step under DDP, counted by a communication hook
-    (the gradient buckets DDP actually syncs), with ``world`` gloo processes on this machine."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    rows = []
-    for method in methods:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with tempfile.TemporaryDirectory() as tmp:
-            out = f"{tmp}/r.json"
-            mp.spawn(_ddp_worker, args=(world, port, shape, method, out), nprocs=world, join=True)
-            rows.append(json.loads(Path(out).read_text()))
-    return rows
-
-
-# --- driver -----------------------------------------------------------------------------
+# --- orchestration ------------------------------------------------------------------------------
 def _in_subprocess(kwargs: dict, timeout=1800) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     r = subprocess.run([sys.executable, "-m", "lora_lab.bench", "--one", json.dumps(kwargs)], capture_output=True,
@@ -326,30 +290,44 @@ def measure(config: dict) -> dict:
     return _in_subprocess(config)
 
 
-def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True, inference=True,
-            comm=False, log=print, save=None) -> dict:
-    """Measure every configuration; ``save(result)``, if given, is called after each row (with
-    ``"complete": False``) and once at the end, so a run cut short still leaves what it measured."""
-    import torch
-
+def _configs(shapes, methods, device: str, ablations: bool) -> list[dict]:
+    """Every shape x method, then (``ablations``) each speed-up on its own, on the largest shape, for full and
+    LoRA r=16: padding to the longest message, bf16 on CPU (fp32 on GPUs, whose default is already bf16),
+    and torch.compile last (it takes the longest and is the most likely to fail)."""
     configs = [dict(shape=s, method=m) for s in shapes for m in methods]
-    if ablations:  # each speed-up on its own, on the largest shape measured, LoRA r=16 and full
+    if ablations:
         s = shapes[-1]
         for m in ("full", "lora-16"):
             configs.append(dict(shape=s, method=m, padding="longest"))
             configs.append(dict(shape=s, method=m, precision="bf16" if device == "cpu" else "fp32"))
-        for m in ("full", "lora-16"):  # last: compiling takes the longest and is the most likely to fail
-            configs.append(dict(shape=s, method=m, compile=True))
-    default_precision = "fp32" if device == "cpu" else "auto"
-    result = {
+        configs += [dict(shape=s, method=m, compile=True) for m in ("full", "lora-16")]
+    return configs
+
+
+def _header(device: str) -> dict:
+    """What every results file records about where and how it was measured."""
+    import torch
+
+    return {
         "device": device_name(device), "device_type": device, "torch": torch.__version__,
         "cuda": torch.version.cuda, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "commit": _git_commit(), "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "cpu": _cpu_facts(),
+        "cpu": {"name": device_name("cpu"), "flags": cpu_flags()},
         "note": "random weights; real SMS-spam batches (batch 8, per-batch padding unless padding=longest)",
         "complete": False, "results": [],
     }
-    for c in configs:
+
+
+def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True, inference=True,
+            comm=False, log=print, save=None) -> dict:
+    """Measure every configuration; ``save(result)``, if given, is called after each row (with
+    ``"complete": False``) and once at the end, so a run cut short still leaves what it measured."""
+    for m in methods:
+        parse_method(m)  # an unknown method stops here, not after an hour of measuring
+    save = save or (lambda result: None)
+    default_precision = "fp32" if device == "cpu" else "auto"
+    result = _header(device)
+    for c in _configs(shapes, methods, device, ablations):
         c = {"device": device, "steps": steps, "warmup": warmup, "precision": default_precision, **c}
         t0 = time.perf_counter()
         row = measure(c)
@@ -357,27 +335,18 @@ def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True
         log(f"{row['shape']:>11} {row['method']:>10} {row['precision']:>8} compile={row['compile']!s:5} "
             f"pad={row['padding']:7} step {row['step_ms_median']:8.1f} ms  {row['tokens_per_s']:9,.0f} tok/s  "
             f"peak {row['peak_mem_mb']:8.0f} MB  ({time.perf_counter() - t0:.0f}s)")
-        if save:
-            save(result)
+        save(result)
     if inference:
         result["inference"] = inference_latency(shapes[-1], device=device)
-        if save:
-            save(result)
+        save(result)
     if comm:
         result["ddp_comm"] = ddp_comm(shapes[-1])
     result["complete"] = True
-    if save:
-        save(result)
+    save(result)
     return result
 
 
-def _cpu_facts() -> dict:
-    """The host CPU and the instruction-set flags that decide CPU speed (recorded with every timing)."""
-    from .nbtools import cpu_flags
-
-    return {"name": device_name("cpu"), "flags": cpu_flags()}
-
-
+# --- reporting ----------------------------------------------------------------------------------
 def committed_results() -> list[tuple[str, dict]]:
     """``(file name, result)`` for every committed benchmark JSON: the checkout's ``benchmarks/`` folder,
     else the copy that ships inside the installed package (``lora_lab.benchmarks``, e.g. on Colab)."""
@@ -396,6 +365,8 @@ def committed_results() -> list[tuple[str, dict]]:
 
 
 def summary_table(result: dict):
+    """The main table: one row per shape and method in the default configuration (per-batch padding, no
+    compile, the run's default precision), the ablations left out."""
     import pandas as pd
 
     df = pd.DataFrame(result["results"])
@@ -417,6 +388,20 @@ def ratios(result: dict):
     return out
 
 
+def _print_report(result: dict) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:,.2f}".format):
+        print(f"\n{result['device']}, torch {result['torch']}:")
+        print(summary_table(result).to_string(index=False))
+        print("\ninference:", pd.DataFrame(result["inference"]).to_string(index=False))
+        if "end_to_end" in result:
+            print("\nend to end:", pd.DataFrame(result["end_to_end"]).to_string(index=False))
+        if "ddp_comm" in result:
+            print("\nDDP:", pd.DataFrame(result["ddp_comm"]).to_string(index=False))
+        print("\nLoRA-16 / full:", json.dumps(ratios(result), indent=1))
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -427,11 +412,20 @@ def _save(path: Path, result: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
 
 
-def main(argv=None):
+# --- command line -------------------------------------------------------------------------------
+def _method_arg(text: str) -> str:
+    try:
+        return method_name(*parse_method(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lora_lab.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=None, help="default: tiny gpt2 on CPU; all sizes on CUDA")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--methods", nargs="+", type=_method_arg, default=list(DEFAULT_METHODS),
+                    help=f"full, last-block or lora-<rank> (default: {' '.join(DEFAULT_METHODS)})")
     ap.add_argument("--device", default=None)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -445,29 +439,30 @@ def main(argv=None):
     ap.add_argument("--append", action="store_true",
                     help="add --e2e / --ddp-comm results to an existing --out file instead of measuring the table")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(**json.loads(args.one))))
-        return
-    from .train import pick_device
+    return ap
 
-    device = str(args.device or pick_device())
-    if args.append:
-        if not args.out or not Path(args.out).is_file():
-            raise SystemExit("--append needs --out naming an existing results file")
-        result = json.loads(Path(args.out).read_text())
-        if args.e2e:
-            result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
-            result["end_to_end_commit"] = _git_commit()
-        if args.ddp_comm:
-            result["ddp_comm"] = ddp_comm(args.shapes[-1] if args.shapes else "gpt2")
-        _save(Path(args.out), result)
-        import pandas as pd
-        for key in ("end_to_end", "ddp_comm"):
-            if key in result:
-                print(key, pd.DataFrame(result[key]).to_string(index=False), sep="\n")
-        print(f"updated {args.out}")
-        return
+
+def _main_append(args, device: str) -> None:
+    """``--append``: add end-to-end and/or DDP results to an existing results file."""
+    import pandas as pd
+
+    if not args.out or not Path(args.out).is_file():
+        raise SystemExit("--append needs --out naming an existing results file")
+    result = json.loads(Path(args.out).read_text())
+    if args.e2e:
+        result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
+        result["end_to_end_commit"] = _git_commit()
+    if args.ddp_comm:
+        result["ddp_comm"] = ddp_comm(args.shapes[-1] if args.shapes else "gpt2")
+    _save(Path(args.out), result)
+    for key in ("end_to_end", "ddp_comm"):
+        if key in result:
+            print(key, pd.DataFrame(result[key]).to_string(index=False), sep="\n")
+    print(f"updated {args.out}")
+
+
+def _main_measure(args, device: str) -> None:
+    """The table (and optionally end-to-end runs), saved after every row, then printed."""
     if args.quick:
         shapes, methods, steps, warmup, abl = ["tiny"], ["full", "lora-16"], 3, 1, False
     else:
@@ -482,18 +477,19 @@ def main(argv=None):
         result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
         result["complete"] = True
         _save(out, result)
-    import pandas as pd
-
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:,.2f}".format):
-        print(f"\n{result['device']}, torch {result['torch']}:")
-        print(summary_table(result).to_string(index=False))
-        print("\ninference:", pd.DataFrame(result["inference"]).to_string(index=False))
-        if "end_to_end" in result:
-            print("\nend to end:", pd.DataFrame(result["end_to_end"]).to_string(index=False))
-        if "ddp_comm" in result:
-            print("\nDDP:", pd.DataFrame(result["ddp_comm"]).to_string(index=False))
-        print("\nLoRA-16 / full:", json.dumps(ratios(result), indent=1))
+    _print_report(result)
     print(f"wrote {out}")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.one:  # one configuration, in this (fresh) process: what measure() runs per CPU row
+        print(json.dumps(run_one(**json.loads(args.one))))
+        return
+    from .train import pick_device
+
+    device = str(args.device or pick_device())
+    (_main_append if args.append else _main_measure)(args, device)
 
 
 if __name__ == "__main__":

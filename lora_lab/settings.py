@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "Backbone", "load_backbone", "load_gpt2",
-           "load_splits"]
+__all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "Backbone", "load_backbone", "gpt2_backbone",
+           "load_gpt2", "load_splits"]
 
 PROFILES = ("real", "offline", "smoke")
 
@@ -71,9 +71,9 @@ class Settings:
         return f"{self.model}{w} · {self.profile} profile · {machine(device, short=True)}"
 
 
-def get_settings(profile: str | None = None, *, quiet: bool = False, **overrides) -> Settings:
+def get_settings(profile: str | None = None, *, quiet: bool = False) -> Settings:
     """Read ``LORA_LAB_PROFILE`` (``real`` by default) and return the settings, printing what they are
-    (and a loud banner in the smoke profile). Keyword overrides change single fields, e.g. ``epochs=3``."""
+    (and a loud banner in the smoke profile). To change one field: ``dataclasses.replace(s, epochs=3)``."""
     profile = (profile or os.environ.get("LORA_LAB_PROFILE") or "real").strip().lower()
     if profile == "real":
         s = Settings()
@@ -86,7 +86,6 @@ def get_settings(profile: str | None = None, *, quiet: bool = False, **overrides
                      seeds=(123, 124))
     else:
         raise ValueError(f"LORA_LAB_PROFILE must be one of {PROFILES}, got {profile!r}")
-    s = replace(s, **overrides)
     if not quiet:
         if s.is_smoke:
             print(SMOKE_BANNER)
@@ -162,13 +161,29 @@ class Backbone:
 
         return tuple(SpamDataset(df, self.tokenizer, max_length=self.max_length) for df in frames)
 
-    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123):
+    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123, bucket: bool = False, *,
+               num_replicas: int = 1, rank: int = 0):
         """Batches padded to their own longest message with this model's padding id (training loaders
-        shuffle with ``seed`` and drop the last partial batch)."""
+        shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths).
+        Under DDP, ``num_replicas`` processes each take their share; ``rank`` is this process's DDP rank."""
         from .data import make_loader
 
         return make_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed,
-                           pad_token_id=self.pad_token_id)
+                           pad_token_id=self.pad_token_id, bucket=bucket, num_replicas=num_replicas, rank=rank)
+
+
+def gpt2_backbone(name: str, make: Callable, max_length: int | None = None) -> Backbone:
+    """A :class:`Backbone` for a GPT-2 classifier: tiktoken's GPT-2 tokenizer, padding with ``<|endoftext|>``,
+    the course's learning rates, pooling at the last real token. ``make(num_classes)`` returns a fresh
+    classifier; it is called only by :meth:`Backbone.classifier`, so the data can be prepared (and its errors
+    reported) before any weights are loaded. Used by :func:`load_backbone` and ``python -m lora_lab.finetune``."""
+    from .data import PAD_TOKEN_ID, get_tokenizer
+    from .methods import DEFAULT_LR
+
+    return Backbone(name=name, kind="decoder",
+                    pooling="the output at the last real token (the only one that has seen the whole message)",
+                    tokenizer=get_tokenizer(), pad_token_id=PAD_TOKEN_ID, lr=dict(DEFAULT_LR),
+                    max_length=max_length, _make=make)
 
 
 def load_backbone(settings: Settings, device="cpu", *, verbose: bool = True) -> Backbone:
@@ -194,18 +209,9 @@ def load_backbone(settings: Settings, device="cpu", *, verbose: bool = True) -> 
                   f"weights sha256 {MINILM_SHA256[:12]}... verified; pooling: {bb.pooling}")
         return bb
 
-    from .data import PAD_TOKEN_ID, get_tokenizer
-    from .methods import DEFAULT_LR
-
     gpt = load_gpt2(settings, device="cpu")
-
-    def make(num_classes):
-        return copy.deepcopy(gpt).to_classifier(num_classes)
-
-    bb = Backbone(name=settings.model, kind="decoder",
-                  pooling="the output at the last real token (the only one that has seen the whole message)",
-                  tokenizer=get_tokenizer(), pad_token_id=PAD_TOKEN_ID, lr=dict(DEFAULT_LR),
-                  max_length=settings.max_length, _make=make)
+    bb = gpt2_backbone(settings.model, lambda num_classes: copy.deepcopy(gpt).to_classifier(num_classes),
+                       settings.max_length)
     if verbose:
         n = sum(p.numel() for p in gpt.parameters())
         w = "pretrained" if settings.pretrained else "RANDOM"

@@ -7,12 +7,12 @@ that is where LoRA's memory saving in optimizer state comes from.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import random
-import resource
 import sys
 import time
+import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["pick_device", "set_seed", "precision_for", "train_classifier", "evaluate", "predict",
-           "train_step", "make_optimizer", "peak_memory_bytes", "reset_peak_memory", "NonFiniteLossError"]
+__all__ = ["pick_device", "set_seed", "precision_for", "train_classifier", "evaluate", "predict", "train_step",
+           "make_grad_scaler", "make_optimizer", "peak_memory_bytes", "reset_peak_memory", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,6 +43,8 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators: a fixed seed gives the same head init, LoRA init,
+    dropout and batch order, so a run can be repeated number for number."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -74,13 +76,28 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory_bytes(device: torch.device) -> int:
+def peak_memory_bytes(device: torch.device) -> float:
     """CUDA: peak bytes allocated by tensors since the last reset. CPU: the process's peak resident
-    set size (a high-water mark over the process's whole life)."""
+    set size (a high-water mark over the process's whole life).
+
+    The CPU number comes from ``resource`` on Linux and macOS, and from ``psutil`` (the peak working set) on
+    Windows, which has no ``resource`` module; without psutil there it is NaN ("not measured", with a
+    warning that says how to get it), never a made-up 0."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource  # Unix only: importing it at the top would break `import lora_lab` on Windows
+    except ImportError:
+        try:
+            import psutil
+        except ImportError:
+            warnings.warn("peak memory is not measured on this system without psutil (pip install psutil); "
+                          "peak_mem_mb is NaN", RuntimeWarning, stacklevel=2)
+            return float("nan")
+        info = psutil.Process().memory_info()
+        return int(getattr(info, "peak_wset", info.rss))  # Windows' peak working set
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # macOS reports bytes, Linux KiB
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.Optimizer:
@@ -144,6 +161,14 @@ def _explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype) -> str:
     return msg + " Nothing was updated by this step."
 
 
+def make_grad_scaler(device: torch.device, amp_dtype) -> torch.amp.GradScaler:
+    """The loss scaler for this precision: enabled only for fp16 autocast on CUDA, where small gradients would
+    underflow to zero without it. Disabled, it passes the loss and the optimizer step straight through, so
+    every precision takes the same code path."""
+    device = torch.device(device)
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
+
+
 def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max_grad_norm=None, *,
                check_finite: bool = True):
     """One forward + backward + optimizer step. Returns (loss tensor, number correct tensor).
@@ -151,25 +176,22 @@ def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max
     With ``check_finite`` (the default) a NaN or infinite loss raises :class:`NonFiniteLossError` *before*
     the backward pass: one NaN gradient, once stepped, would turn every trained parameter into NaN and
     hide where the problem started. The check reads one number from the device each step (a sync on GPUs).
+    ``scaler``: from :func:`make_grad_scaler` (made here when not given; pass one to keep its state across
+    steps, as fp16 loss scaling needs).
     """
     with _autocast(device, amp_dtype):
         logits = model(batch.input_ids, batch.lengths)
         loss = F.cross_entropy(logits.float(), batch.labels)
     if check_finite and not _finite_on_every_rank(loss):
         raise NonFiniteLossError(_explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype))
+    scaler = scaler or make_grad_scaler(device, amp_dtype)
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        if max_grad_norm:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
-        optimizer.step()
+    scaler.scale(loss).backward()  # a disabled scaler (all but fp16 on CUDA) passes everything through
+    if max_grad_norm:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
     return loss.detach(), (logits.detach().argmax(-1) == batch.labels).sum()
 
 
@@ -229,7 +251,7 @@ def default_progress() -> bool:
 def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, lr: float = 5e-5,
                      weight_decay: float = 0.1, device=None, precision: str = "auto",
                      max_grad_norm: float | None = None, eval_max_batches: int | None = None,
-                     progress: bool | None = None, log=print, optimizer=None) -> pd.DataFrame:
+                     progress: bool | None = None, log=print, optimizer=None, callback=None) -> pd.DataFrame:
     """Train for ``epochs`` epochs with AdamW over the trainable parameters; evaluate after each.
 
     Returns a DataFrame, one row per epoch: ``train_loss``, ``train_acc`` (running, over the epoch's
@@ -238,10 +260,17 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
     ``peak_mem_mb``. ``df.attrs`` holds the device and precision. Raises
     :class:`NonFiniteLossError` when the loss becomes NaN or infinite, before that step changes anything,
     naming the parameters or the layer at fault.
+
+    ``callback(info)``, if given, is called after every optimizer step with a :class:`types.SimpleNamespace`:
+    ``epoch``, ``epochs``, ``step``, ``steps`` (batches per epoch, or None), ``loss`` and ``acc`` (this
+    batch), ``seen`` (examples so far this epoch) and ``history`` (the rows of the finished epochs). If it
+    returns True, training stops cleanly after that batch: the epoch so far is evaluated and kept as the last
+    row (``df.attrs["stopped_early"]`` is True), so nothing trained is lost (``lora_lab.widgets`` uses this
+    for its Stop button). Under torch.distributed every process must return the same answer.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype = precision_for(device, precision)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and device.type == "cuda" else None
+    scaler = make_grad_scaler(device, amp_dtype)
     optimizer = optimizer or make_optimizer(model, lr, weight_decay)
     progress = default_progress() if progress is None else progress
     show = progress and _is_main_process()
@@ -257,7 +286,7 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
                          "smaller batch size or more data.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    rows, t_start = [], time.perf_counter()
+    rows, t_start, stopped = [], time.perf_counter(), False
     reset_peak_memory(device)
     model.train()
     for epoch in range(1, epochs + 1):
@@ -277,13 +306,16 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
             sums[1] += correct
             sums[2] += n
             sums[3] += batch.lengths.sum()
+            if callback is not None and callback(SimpleNamespace(
+                    epoch=epoch, epochs=epochs, step=step, steps=n_batches, loss=loss.item(), acc=correct.item() / n,
+                    seen=int(sums[2].item()), history=list(rows))):
+                stopped = True
+                bar.close()
+                break
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_s = time.perf_counter() - t0
-        loss_sum, correct, n, tokens = _all_reduce(sums).tolist()
-        if not math.isfinite(loss_sum):
-            raise NonFiniteLossError(f"training loss became {loss_sum} in epoch {epoch}: lower the learning rate "
-                                     f"(now {optimizer.param_groups[0]['lr']:g}) or set max_grad_norm=1.0")
+        loss_sum, correct, n, tokens = _all_reduce(sums).tolist()  # every loss was checked finite by train_step
         t1 = time.perf_counter()
         val = evaluate(model, val_loader, device, eval_max_batches, amp_dtype) if val_loader is not None else \
             {"loss": float("nan"), "accuracy": float("nan")}
@@ -296,6 +328,8 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
             log(f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.1%} | "
                 f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.1%} | {train_s:.1f}s, "
                 f"{row['tokens_per_s']:,.0f} tok/s")
+        if stopped:
+            break
     df = pd.DataFrame(rows)
-    df.attrs.update(device=str(device), precision=str(amp_dtype or "fp32"))
+    df.attrs.update(device=str(device), precision=str(amp_dtype or "fp32"), stopped_early=stopped)
     return df

@@ -6,11 +6,25 @@ import threading
 import zipfile
 from functools import partial
 
+import pandas as pd
 import pytest
 import torch
 
-from lora_lab.data import (SMS_SHA256, DataIntegrityError, SpamDataset, balanced_split, collate, download_sms_spam,
-                           load_sms_spam, make_loader)
+from lora_lab.data import (
+    SMS_SHA256,
+    DataIntegrityError,
+    SpamDataset,
+    balanced_split,
+    collate,
+    default_data_dir,
+    download_sms_spam,
+    load_sms_spam,
+    make_loader,
+    spam_splits,
+)
+from lora_lab.files import verify_sha256
+
+needs_data = pytest.mark.needs_data
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +32,17 @@ def df():
     return load_sms_spam()
 
 
+@needs_data
 def test_collection_counts(df):
     assert len(df) == 5574
     assert (df["label"] == "spam").sum() == 747 and (df["label"] == "ham").sum() == 4827
     assert list(df.columns) == ["label", "text"]
 
 
+@needs_data
 def test_balanced_split_sizes_and_seed(df):
     train, val, test = balanced_split(df, seed=123)
     assert (len(train), len(val), len(test)) == (1045, 149, 300)
-    import pandas as pd
     allrows = pd.concat([train, val, test])
     assert (allrows["label"] == "spam").sum() == 747 and (allrows["label"] == "ham").sum() == 747
     assert not set(train["text"] + "|" + train.index.astype(str)) & set(test["text"] + "|" + test.index.astype(str))
@@ -41,7 +56,6 @@ def test_balanced_split_sizes_and_seed(df):
 @pytest.fixture
 def served_zip(tmp_path):
     """Serve a zip of the real file on 127.0.0.1 (loopback only) and return (url, served_dir)."""
-    from lora_lab.data import default_data_dir
     payload = (default_data_dir() / "SMSSpamCollection").read_bytes()
     root = tmp_path / "www"
     root.mkdir()
@@ -64,6 +78,7 @@ def served_zip(tmp_path):
     server.shutdown()
 
 
+@needs_data
 def test_download_extract_verify(served_zip, tmp_path):
     out = tmp_path / "data"
     path = download_sms_spam(out, url=f"{served_zip}/good.zip", progress=False)
@@ -73,6 +88,7 @@ def test_download_extract_verify(served_zip, tmp_path):
     assert download_sms_spam(out, url="http://127.0.0.1:9/nothing.zip") == path
 
 
+@needs_data
 def test_download_with_wrong_checksum_writes_nothing(served_zip, tmp_path):
     out = tmp_path / "data"
     with pytest.raises(DataIntegrityError, match=f"expected {SMS_SHA256}"):
@@ -91,25 +107,59 @@ def test_corrupt_file_is_a_clear_error(tmp_path):
         load_sms_spam(tmp_path)
 
 
+@needs_data
 def test_dataset_truncates_and_loader_pads_per_batch(df):
     train, _, _ = balanced_split(df)
     ds = SpamDataset(train, max_length=20)
-    assert max(len(ids) for ids, _ in ds) == 20 == ds.max_length
+    assert max(len(ids) for ids, _ in ds) == 20 == ds.longest  # the cap truncates; longest reports it
     full = SpamDataset(train)
-    assert full.max_length > 20
+    assert full.longest > 20
+    with pytest.warns(PendingDeprecationWarning, match="read SpamDataset.longest"):
+        assert full.max_length == full.longest  # the old name still reads, with a pointer to the new one
     loader = make_loader(full, batch_size=8)
-    for batch in loader:
+    for batch, first in zip(loader, range(0, len(full), 8)):
         assert batch.input_ids.shape[1] == int(batch.lengths.max())  # only as long as its longest
-        for row, n in zip(batch.input_ids, batch.lengths):
-            assert torch.all(row[n:] == 50256) and (n == 0 or row[n - 1] != 50256 or True)
+        for i, (row, n) in enumerate(zip(batch.input_ids, batch.lengths)):
+            ids = full[first + i][0]
+            assert n == len(ids) and row[:n].tolist() == ids  # the message itself, then padding only
+            assert torch.all(row[n:] == 50256)
     b = collate([([1, 2, 3], 0), ([4], 1)], pad_to=6)
     assert b.input_ids.tolist() == [[1, 2, 3, 50256, 50256, 50256], [4, 50256, 50256, 50256, 50256, 50256]]
     assert b.lengths.tolist() == [3, 1] and b.labels.tolist() == [0, 1]
 
 
+@needs_data
 def test_shuffled_loader_is_seeded(df):
     train, _, _ = balanced_split(df)
     ds = SpamDataset(train.head(64))
     first = [b.labels.tolist() for b in make_loader(ds, 8, shuffle=True, seed=1)]
     again = [b.labels.tolist() for b in make_loader(ds, 8, shuffle=True, seed=1)]
     assert first == again
+
+
+@needs_data
+def test_per_class_subset_and_other_label_names(df):
+    """spam_splits(per_class) is balanced_split(per_class); any two-class task gets its own label ids."""
+    a = spam_splits(seed=5, per_class=20)
+    b = balanced_split(df, seed=5, per_class=20)
+    assert all(x.equals(y) for x, y in zip(a, b)) and sum(map(len, a)) == 40
+    questions = df.assign(label=df.text.str.contains("?", regex=False).map({True: "question", False: "statement"}))
+    parts = balanced_split(questions, seed=5, per_class=30, labels={"statement": 0, "question": 1})
+    whole = pd.concat(parts)
+    assert (whole.label == "question").sum() == 30 == (whole.label_id == 1).sum()
+    with pytest.raises(ValueError, match=r"labels \['question', 'statement'\] have no id"):
+        balanced_split(questions)  # the default ids are ham 0 / spam 1
+    with pytest.raises(ValueError, match="per_class must be a whole number from 1 to 747"):
+        balanced_split(df, per_class=0)
+
+
+def test_verify_sha256_names_the_file_both_checksums_and_the_fix(tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"abc")
+    good = hashlib.sha256(b"abc").hexdigest()
+    assert verify_sha256(f, good) == good
+    with pytest.raises(DataIntegrityError, match=f"the weights {f} is corrupt.*sha256 {good}, expected {'0' * 64}. "
+                                                 "Reinstall"):
+        verify_sha256(f, "0" * 64, what="the weights", fix="Reinstall.")
+    # one type for every checksum failure, caught by code written against either old type
+    assert issubclass(DataIntegrityError, RuntimeError) and issubclass(DataIntegrityError, ValueError)

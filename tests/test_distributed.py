@@ -5,7 +5,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
+
+from lora_lab.bench import ddp_comm  # the notebooks' import; the code lives in lora_lab.distributed
 
 COMMON = ["-m", "lora_lab.finetune", "--model", "tiny", "--weights", "random", "--subset", "48", "--max-length", "24",
           "--epochs", "2", "--no-plot", "--device", "cpu", "--seed", "7", "--lr", "2e-3"]
@@ -18,6 +21,8 @@ def _run(args, timeout=600):
     return r
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_two_gloo_processes_equal_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     _run([*COMMON, "--batch-size", "8", "--out", str(single)])
@@ -33,7 +38,6 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     a = load_file(single / "adapter" / "adapter.safetensors")
     b = load_file(ddp / "adapter" / "adapter.safetensors")
     assert a.keys() == b.keys()
-    import torch
     moved = 0
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
@@ -41,11 +45,16 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     assert moved > 0  # training really changed the adapters
 
 
+@pytest.mark.slow
 def test_ddp_communication_lora_vs_full_tiny():
-    from lora_lab.bench import ddp_comm
     rows = {r["method"]: r for r in ddp_comm("tiny", methods=("full", "lora-16"))}
     full, lora = rows["full"], rows["lora-16"]
     # DDP syncs exactly the trainable parameters' gradients (fp32)
     assert full["bytes_allreduced_per_step"] == 4 * full["trainable_params"]
     assert lora["bytes_allreduced_per_step"] == 4 * lora["trainable_params"]
     assert lora["bytes_allreduced_per_step"] < full["bytes_allreduced_per_step"] / 10
+
+
+def test_ddp_comm_names_a_bad_method_before_starting_processes():
+    with pytest.raises(ValueError, match="or lora-<rank>"):
+        ddp_comm("tiny", methods=("lora16",))

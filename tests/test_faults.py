@@ -20,8 +20,18 @@ from torch import nn
 
 from lora_lab.data import SMS_SHA256, DataIntegrityError, SpamDataset, collate, default_data_dir, make_loader
 from lora_lab.gpt2 import GPT, PRESETS, GPTConfig, WeightsIntegrityError, load_pretrained
-from lora_lab.lora import (AdapterMismatchError, LinearWithLoRA, LoRALayer, load_adapter, lora_layers,
-                           mark_only_lora_trainable, merge_lora, replace_linear_with_lora, save_adapter, unmerge_lora)
+from lora_lab.lora import (
+    AdapterMismatchError,
+    LinearWithLoRA,
+    LoRALayer,
+    load_adapter,
+    lora_layers,
+    mark_only_lora_trainable,
+    merge_lora,
+    replace_linear_with_lora,
+    save_adapter,
+    unmerge_lora,
+)
 from lora_lab.train import NonFiniteLossError, train_classifier
 
 ENV = {**os.environ, "CI": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
@@ -93,6 +103,7 @@ L.save_adapter(model, target)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 @pytest.mark.parametrize("point, expect", [("config", "old"), ("rename", "new")])
 def test_kill_9_during_save_leaves_old_or_new_adapter_never_a_mix(tmp_path, point, expect):
@@ -228,6 +239,7 @@ def small_loaders():
     return make_loader(ds, 8, shuffle=True, drop_last=True), make_loader(ds, 8)
 
 
+@pytest.mark.needs_data
 def test_nan_in_a_frozen_weight_stops_before_any_parameter_changes(small_loaders):
     model = lora_tiny(seed=1)
     with torch.no_grad():
@@ -243,6 +255,7 @@ def test_nan_in_a_frozen_weight_stops_before_any_parameter_changes(small_loaders
             assert torch.equal(p, trained[n]), n  # no step was taken: nothing trainable became NaN
 
 
+@pytest.mark.needs_data
 def test_nan_activation_names_the_first_layer_with_a_non_finite_output(small_loaders):
     model = lora_tiny(seed=1)
     model.transformer.h[1].mlp.c_fc.register_forward_hook(lambda m, i, o: o * float("inf"))
@@ -266,6 +279,7 @@ def test_lengths_of_the_wrong_shape_are_a_clear_error(tiny_model):
         tiny_model(torch.randint(0, 50256, (2, 5)), torch.tensor([5, 5, 5]))
 
 
+@pytest.mark.needs_data
 def test_empty_messages_are_rejected_by_the_dataset():
     df = pd.DataFrame({"text": ["hello there", "", "win a prize"], "label_id": [0, 1, 1]})
     with pytest.raises(ValueError, match=r"1 message\(s\) have no tokens.*index 1"):
@@ -284,6 +298,7 @@ def _finetune(tmp_path, *args):
     return json.loads((out / "metrics.json").read_text()), out
 
 
+@pytest.mark.needs_data
 def test_tiny_command_truncates_to_the_context_by_default(tmp_path, capsys):
     """Seed 31 with 10 messages per class puts the collection's 257-token message into the test split: it
     used to crash tiny (block size 256) after training."""
@@ -316,6 +331,7 @@ def _usage_error(tmp_path, capsys, *args):
     (["--subset", "4"], "--subset 4 leaves the validation split empty"),
     (["--subset", "5", "--batch-size", "64"], "--batch-size 64 is larger than the 7 training messages"),
 ])
+@pytest.mark.needs_data
 def test_degenerate_arguments_are_usage_errors_naming_the_argument(tmp_path, capsys, args, message):
     assert message in _usage_error(tmp_path, capsys, *args)
 
@@ -331,6 +347,7 @@ def test_unwritable_out_fails_before_training(tmp_path, capsys, monkeypatch):
 
 
 # --- 8. cache seed verifies what is already there ---------------------------------------------------
+@pytest.mark.needs_data
 def test_cache_seed_replaces_a_corrupt_existing_file(tmp_path, monkeypatch, capsys):
     from lora_lab.cache import main
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
@@ -451,6 +468,8 @@ def test_rank_larger_than_the_layer_warns():
         LoRALayer(16, 64, 32, 32)
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_cli_offline_hint_names_the_cli_flags(tmp_path):
     """Without network or cached weights the command says how to run it offline, in its own flags."""
     env = {**ENV, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
@@ -529,6 +548,7 @@ def test_adapter_names_its_base_weights_and_warns_on_another_base(hf_tiny_dir, t
     assert not [w for w in caught if "base weights" in str(w.message)]
 
 
+@pytest.mark.needs_data
 def test_finetune_metrics_and_adapter_name_the_base_weights(hf_tiny_dir, tmp_path):
     sha = hashlib.sha256((hf_tiny_dir / "model.safetensors").read_bytes()).hexdigest()
     metrics, out = _finetune(tmp_path, "--model", str(hf_tiny_dir), "--subset", "6", "--batch-size", "4")

@@ -59,16 +59,21 @@ def test_mismatched_checkpoint_lists_the_keys(hf_tiny_dir, tmp_path):
     assert "transformer.h.0.ln_1.weight: checkpoint (65,) vs model (64,)" in msg
 
 
-def test_missing_weights_offline_is_a_clear_error(tmp_path):
+def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="pass a local folder with model.safetensors") as e:
         load_pretrained("gpt2", cache_dir=tmp_path, local_files_only=True)
     assert "openai-community/gpt2" in str(e.value)
     # the library cannot know how it was called: the notebooks' loader (settings.load_gpt2) adds the
     # profiles, the command line its own flags; a profile variable the caller ignores is no help here
     assert "LORA_LAB_PROFILE" not in str(e.value)
-    # a hub that cannot be reached (a closed port on this machine) gives the same clear error
+    # a hub that cannot be reached (a closed port on this machine) gives the same clear error, after trying
+    # again on the retry schedule (shrunk from 23 s to nothing; the sleeps are recorded, not slept)
+    waits = []
+    monkeypatch.setattr("lora_lab.gpt2.HUB_RETRY_WAITS_S", (0.5, 2))
+    monkeypatch.setattr("lora_lab.gpt2.time.sleep", waits.append)
     with pytest.raises(WeightsUnavailableError, match="Connect to the internet"):
         load_pretrained("gpt2", cache_dir=tmp_path, endpoint="http://127.0.0.1:9")
+    assert waits == [0.5, 2]  # three tries, then the error
 
 
 def test_hub_download_path_uses_the_cache(hf_tiny_dir, tmp_path):
@@ -145,3 +150,15 @@ def test_lora_matches_peft(hf_tiny_dir, use_rslora):
         torch.testing.assert_close(ours(idx), ref(idx).logits, atol=5e-5, rtol=1e-5)
         base = transformers.GPT2LMHeadModel.from_pretrained(hf_tiny_dir).eval()(idx).logits
     assert not torch.allclose(ours(idx), base, atol=1e-3)  # the adapters really changed the output
+
+
+def test_linear_shapes_names_the_valid_targets():
+    from lora_lab.gpt2 import PRESETS, linear_shapes
+    tiny = PRESETS["tiny"]  # 2 blocks, width 64
+    assert linear_shapes(tiny, "attention") == [("transformer.h.0.attn.c_attn", 64, 192),
+                                                ("transformer.h.0.attn.c_proj", 64, 64),
+                                                ("transformer.h.1.attn.c_attn", 64, 192),
+                                                ("transformer.h.1.attn.c_proj", 64, 64)]
+    assert len(linear_shapes(tiny)) == 8 and len(linear_shapes(tiny, "mlp")) == 4
+    with pytest.raises(ValueError, match=r"target must be one of \['all', 'attention', 'mlp'\].*got 'attn'"):
+        linear_shapes(tiny, "attn")

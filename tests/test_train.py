@@ -1,5 +1,9 @@
 """Training loop, reproducibility, NaN handling, and the finetune command."""
+import dataclasses
 import json
+import math
+import os
+import re
 import subprocess
 import sys
 
@@ -8,10 +12,12 @@ import torch
 from torch import nn
 
 from lora_lab.data import SpamDataset, balanced_split, load_sms_spam, make_loader
-from lora_lab.methods import apply_method
 from lora_lab.gpt2 import GPT, PRESETS
 from lora_lab.lora import count_parameters
-from lora_lab.train import NonFiniteLossError, make_optimizer, set_seed, train_classifier
+from lora_lab.methods import apply_method
+from lora_lab.train import NonFiniteLossError, make_optimizer, peak_memory_bytes, set_seed, train_classifier
+
+pytestmark = pytest.mark.needs_data
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,8 @@ def test_only_trainable_parameters_change_and_reach_the_optimizer(method, loader
         changed = not torch.equal(p, before[n])
         assert changed == p.requires_grad, n
     if method == "last-block":
-        assert model.transformer.h[-1].mlp.c_fc.weight.requires_grad and not model.transformer.h[0].ln_1.weight.requires_grad
+        assert model.transformer.h[-1].mlp.c_fc.weight.requires_grad
+        assert not model.transformer.h[0].ln_1.weight.requires_grad
 
 
 def test_nan_loss_stops_with_a_clear_error(loaders):
@@ -79,11 +86,12 @@ def test_no_trainable_parameters_is_a_clear_error(loaders):
         train_classifier(model, *loaders, epochs=1, log=None)
 
 
+@pytest.mark.slow
 def test_finetune_cli_tiny_random(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "lora_lab.finetune", "--model", "tiny", "--weights", "random",
                         "--epochs", "1", "--subset", "40", "--max-length", "32", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "CI": "1"})
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "CI": "1"})
     assert r.returncode == 0, r.stderr
     assert "SMOKE RUN" in r.stdout and "MEAN NOTHING" in r.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -92,8 +100,43 @@ def test_finetune_cli_tiny_random(tmp_path):
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "adapter" / "adapter.safetensors").exists()
 
 
-def test_finetune_cli_bad_rank_is_rejected(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "lora_lab.finetune", "--model", "tiny", "--weights", "random",
-                        "--rank", "0", "--subset", "20", "--out", str(tmp_path)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode != 0 and "rank must be a positive int" in r.stderr
+def test_finetune_cli_bad_rank_is_rejected(tmp_path, capsys):
+    from lora_lab.finetune import main
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "tiny", "--weights", "random", "--rank", "0", "--subset", "20", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "rank must be a positive int" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_peak_memory_without_the_resource_module(monkeypatch):
+    """Windows has no ``resource``: psutil's peak working set answers, and without psutil it is NaN, said
+    aloud, never a made-up number."""
+    cpu = torch.device("cpu")
+    linux = peak_memory_bytes(cpu)
+    pytest.importorskip("psutil")  # (imported first: on Linux psutil itself uses resource)
+    monkeypatch.setitem(sys.modules, "resource", None)  # import resource -> ImportError, as on Windows
+    assert 0 < peak_memory_bytes(cpu) <= 2 * linux  # psutil's answer (its current RSS here, on Linux)
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    with pytest.warns(RuntimeWarning, match="pip install psutil"):
+        assert math.isnan(peak_memory_bytes(cpu))
+
+
+def test_finetune_config_is_what_the_cli_builds_and_runs_from_python(tmp_path, capsys):
+    """Python code (the benchmark, a notebook) runs the command's code with a FinetuneConfig, no argv strings;
+    a config that cannot work is a UsageError naming the flag, not a SystemExit."""
+    from lora_lab.finetune import FinetuneConfig, UsageError, build_parser, run
+    argv = ["--model", "tiny", "--weights", "random", "--epochs", "1", "--subset", "10", "--max-length", "32",
+            "--device", "cpu", "--no-plot", "--out", str(tmp_path / "run")]
+    config = FinetuneConfig(model="tiny", weights="random", epochs=1, subset=10, max_length=32, device="cpu",
+                            plot=False, out=str(tmp_path / "run"))
+    assert FinetuneConfig.from_args(build_parser().parse_args(argv)) == config
+    result = run(config)
+    assert result["metrics"]["max_length"] == 32 and result["metrics"]["world_size"] == 1
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_acc"] == result["metrics"]["test_acc"]
+    assert not (tmp_path / "run" / "curves.png").exists()
+    for bad, message in ((dict(epochs=0), "--epochs: must be at least 1, got 0"),
+                         (dict(lr=float("nan")), "--lr: must be a finite number > 0, got nan"),
+                         (dict(method="lora-16"), "--method must be one of ('lora', 'full', 'last-block')"),
+                         (dict(rank=0), "--rank: rank must be a positive int")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            run(dataclasses.replace(config, **bad))
