@@ -1,0 +1,172 @@
+"""Which number format to train in on this machine, decided by the hardware and measured, never guessed.
+
+On GPUs mixed precision is the norm (bf16 where supported). On CPUs it depends on the processor:
+
+* CPUs with native bf16 instructions (``avx512_bf16`` or Intel's AMX tiles, ``amx_bf16``) run bf16 matrix
+  products in hardware, and autocast to bf16 can make training 2x faster or more;
+* CPUs without them (many laptops, AVX2-only servers) *emulate* bf16: converting back and forth costs more
+  than the smaller numbers save, and a bf16 step can be many times slower than plain fp32.
+
+So ``precision="auto"`` on a CPU chooses bf16 only when the CPU reports a native bf16 instruction set
+**and** a short measured probe (a layer-sized matrix product, forward and backward, a fraction of a
+second) confirms bf16 is faster here; otherwise plain fp32. ``$LORA_LAB_PRECISION`` (``fp32``, ``bf16``,
+``fp16`` or ``auto``) overrides the choice for every run, and ``precision="fp32"`` / ``--precision fp32``
+for one.
+
+Whether bf16 keeps the *accuracy* is a separate question, answered by measurement too::
+
+    python -m lora_lab.precision quality          # fp32 vs bf16, LoRA and full, 3 seeds, offline model
+
+which writes ``benchmarks/bf16-quality-<cpu>.json`` (re-running resumes where it stopped) and prints the
+table the default rests on.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["NATIVE_BF16_FLAGS", "cpu_has_native_bf16", "probe_cpu_bf16", "cpu_autocast_dtype", "quality_check"]
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+PROBE_MIN_SPEEDUP = 1.2  # bf16 must beat fp32 clearly, not by noise, to become the default
+
+
+def cpu_has_native_bf16(flags=None) -> bool:
+    """Does the CPU report a native bf16 instruction set (``/proc/cpuinfo`` flags; Linux only)?"""
+    from .nbtools import cpu_flags
+
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in NATIVE_BF16_FLAGS)
+
+
+def probe_cpu_bf16(width: int = 768, tokens: int = 256, reps: int = 5) -> dict:
+    """Time one ``width``-wide linear layer's forward and backward on ``tokens`` rows, fp32 vs bf16 autocast.
+
+    Returns ``{"fp32_ms", "bf16_ms", "speedup"}`` (medians of ``reps`` after a warm-up). Sized like one
+    GPT-2 124M projection on a batch of short messages, so it answers for the shapes the course trains,
+    in well under a second on a CPU with native bf16. Call it only where :func:`cpu_has_native_bf16` is
+    true: on a CPU that emulates bf16 it can take far longer.
+    """
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(width, 4 * width)
+    x = torch.randn(tokens, width, generator=gen)
+
+    def run(dtype):
+        times = []
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                layer(x).float().square().mean().backward()
+            if i:  # the first call warms up the kernels
+                times.append(time.perf_counter() - t0)
+        layer.zero_grad(set_to_none=True)
+        return 1e3 * sorted(times)[len(times) // 2]
+
+    fp32, bf16 = run(None), run(torch.bfloat16)
+    return {"fp32_ms": fp32, "bf16_ms": bf16, "speedup": fp32 / bf16}
+
+
+@functools.cache
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The CPU's ``precision="auto"`` choice: ``torch.bfloat16`` or ``None`` (plain fp32); decided once per
+    process. ``$LORA_LAB_CPU_BF16=0``/``1`` skips the decision (``1`` still needs native bf16)."""
+    forced = os.environ.get("LORA_LAB_CPU_BF16")
+    if forced == "0" or not cpu_has_native_bf16():
+        return None
+    if forced == "1":
+        return torch.bfloat16
+    return torch.bfloat16 if probe_cpu_bf16()["speedup"] >= PROBE_MIN_SPEEDUP else None
+
+
+# --- the quality check the default rests on -------------------------------------------------------------------
+def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
+                  precisions=("fp32", "bf16", "bf16+bucket"), log=print) -> dict:
+    """Fine-tune the offline model (all-MiniLM-L6-v2, full balanced split, the offline profile's settings) once
+    per method x precision x seed; record test accuracy and loss, the per-epoch curves, time and tokens/s.
+    A precision ending in ``+bucket`` also batches messages of similar length together
+    (:mod:`lora_lab.bucketing`), the other proposed CPU default.
+
+    The results file is rewritten (atomically) after every run and runs already in it are skipped, so an
+    interrupted check resumes. Runs alternate precisions for each seed, so a machine that slows down midway
+    hits both formats alike.
+    """
+    from .bench import _save, device_name
+    from .experiments import finetune
+    from .nbtools import cpu_flags
+    from .settings import get_settings, load_backbone, load_splits
+
+    out = Path(out)
+    result = json.loads(out.read_text()) if out.is_file() else {
+        "what": "fp32 vs bf16 autocast on CPU: offline profile (all-MiniLM-L6-v2), full balanced split",
+        "cpu": device_name("cpu"), "flags": cpu_flags(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "runs": []}
+    S = get_settings("offline", quiet=True)
+    bb = load_backbone(S, verbose=False)
+    train_ds, val_ds, test_ds = bb.datasets(*load_splits(S))  # notebook 5's split, loaders and settings
+    val_loader, test_loader = bb.loader(val_ds, S.batch_size), bb.loader(test_ds, S.batch_size)
+    done = {(r["method"], r["precision_asked"], r["seed"]) for r in result["runs"]}
+    for seed in seeds:
+        for method in methods:
+            for prec in precisions:
+                if (method, prec, seed) in done:
+                    continue
+                t0 = time.perf_counter()
+                r = finetune(bb, method, train_ds, val_loader, test_loader, seed=seed, epochs=S.epochs,
+                             batch_size=S.batch_size, precision=prec.removesuffix("+bucket"),
+                             bucket=prec.endswith("+bucket"))
+                row = {"method": method, "precision_asked": prec, "precision": r["precision"], "seed": seed,
+                       "test_acc": r["test_acc"], "test_loss": r["test_loss"], "val_acc": r["val_acc"],
+                       "train_s": r["train_s"], "wall_s": time.perf_counter() - t0, "tokens_per_s": r["tokens_per_s"],
+                       "curves": r["hist"][["epoch", "train_loss", "val_loss", "val_acc"]].to_dict("list")}
+                result["runs"].append(row)
+                _save(out, result)
+                log(f"{method:>4} {prec} seed {seed}: test {row['test_acc']:.2%} loss {row['test_loss']:.3f} "
+                    f"train {row['train_s']:.0f}s {row['tokens_per_s']:,.0f} tok/s")
+    return result
+
+
+def quality_table(result: dict):
+    """Per method and precision: mean, min and max test accuracy and loss over seeds, and mean training time."""
+    import pandas as pd
+
+    df = pd.DataFrame(result["runs"])
+    g = df.groupby(["method", "precision_asked"])
+    return pd.DataFrame({"seeds": g["seed"].count(), "test_acc_mean": g["test_acc"].mean(),
+                         "test_acc_min": g["test_acc"].min(), "test_acc_max": g["test_acc"].max(),
+                         "test_loss_mean": g["test_loss"].mean(), "train_s_mean": g["train_s"].mean(),
+                         "tokens_per_s_mean": g["tokens_per_s"].mean()}).reset_index()
+
+
+def main(argv=None):
+    from .bench import _slug, device_name
+
+    ap = argparse.ArgumentParser(prog="python -m lora_lab.precision", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quality", help="fp32 vs bf16 fine-tunes of the offline model (minutes per run)")
+    q.add_argument("--out", default=None, help="default benchmarks/bf16-quality-<cpu>.json")
+    q.add_argument("--seeds", type=int, nargs="+", default=[123, 124, 125])
+    q.add_argument("--methods", nargs="+", default=["lora", "full"])
+    sub.add_parser("probe", help="this CPU's bf16 capability and the measured probe")
+    args = ap.parse_args(argv)
+    if args.cmd == "probe":
+        native = cpu_has_native_bf16()
+        print(f"{device_name('cpu')}: native bf16 {'yes' if native else 'no'}")
+        if native:
+            print(json.dumps(probe_cpu_bf16(), indent=1))
+        print(f"precision='auto' on this CPU: {cpu_autocast_dtype() or 'fp32'}")
+        return
+    out = Path(args.out or f"benchmarks/bf16-quality-{_slug(device_name('cpu'))}.json")
+    res = quality_check(out, seeds=tuple(args.seeds), methods=tuple(args.methods))
+    print(quality_table(res).to_string(index=False))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The CPU speed-ups: length-bucketed batches, the bf16 decision, thread settings."""
+import collections
+
+import pytest
+import torch
+
+from lora_lab import precision, threads
+from lora_lab.bucketing import LengthBucketSampler, padding_share
+from lora_lab.data import collate
+
+LENGTHS = [((i * 37) % 97) + 1 for i in range(203)]  # 203 examples, lengths 1..97 in a scrambled order
+
+
+class _Toy(torch.utils.data.Dataset):
+    def __len__(self):
+        return len(LENGTHS)
+
+    def __getitem__(self, i):
+        return [1] * LENGTHS[i], i % 2
+
+
+def _batches(sampler, batch_size):
+    idx = list(sampler)
+    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+def test_buckets_pad_less_and_cover_each_example_once_per_epoch():
+    s = LengthBucketSampler(LENGTHS, 8, seed=1, drop_last=True)
+    assert len(s) == len(list(s)) == 200  # 25 full batches; 3 examples left out this epoch
+    assert len(set(s)) == 200
+    plain = torch.utils.data.DataLoader(_Toy(), 8, shuffle=True, drop_last=True, collate_fn=collate,
+                                        generator=torch.Generator().manual_seed(1))
+    bucketed = torch.utils.data.DataLoader(_Toy(), 8, sampler=s, drop_last=True, collate_fn=collate)
+    assert padding_share(bucketed) < padding_share(plain) / 3
+
+
+def test_buckets_are_seeded_and_change_every_epoch():
+    a, b = LengthBucketSampler(LENGTHS, 8, seed=5), LengthBucketSampler(LENGTHS, 8, seed=5)
+    assert list(a) == list(b)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first and sorted(list(a)) != first
+    # which examples share a batch changes too, not only the order of batches
+    pairs = lambda s: {frozenset(bt) for bt in _batches(s, 8)}  # noqa: E731
+    b.set_epoch(1)
+    assert pairs(b) != {frozenset(bt) for bt in (first[i:i + 8] for i in range(0, len(first), 8))}
+
+
+def test_buckets_split_across_replicas_like_one_process():
+    one = LengthBucketSampler(LENGTHS, 16, seed=3).global_order()
+    ranks = [list(LengthBucketSampler(LENGTHS, 8, num_replicas=2, rank=r, seed=3)) for r in (0, 1)]
+    # global batch j of one process = rank 0's batch j + rank 1's batch j
+    for j, glob in enumerate(one[i:i + 16] for i in range(0, len(one), 16)):
+        assert sorted(glob) == sorted(ranks[0][8 * j:8 * j + 8] + ranks[1][8 * j:8 * j + 8])
+
+
+def test_buckets_without_drop_last_keep_every_example():
+    s = LengthBucketSampler(LENGTHS, 8, seed=1, drop_last=False)
+    idx = list(s)
+    assert len(idx) == 208 and set(idx) == set(range(203))
+    assert max(collections.Counter(idx).values()) == 2
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(batch_size=0), "batch_size"), (dict(batch_size=300), "cannot fill")])
+def test_buckets_bad_input(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        LengthBucketSampler(LENGTHS, **kw)
+
+
+def test_native_bf16_is_read_from_the_flags():
+    assert precision.cpu_has_native_bf16(["avx2", "avx512f", "avx512_bf16"])
+    assert precision.cpu_has_native_bf16(["avx2", "amx_bf16"])
+    assert not precision.cpu_has_native_bf16(["avx2", "avx512f"])
+
+
+def test_auto_never_picks_bf16_without_native_support(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(precision, "probe_cpu_bf16", lambda **k: pytest.fail("must not probe an emulating CPU"))
+    precision.cpu_autocast_dtype.cache_clear()
+    try:
+        assert precision.cpu_autocast_dtype() is None
+    finally:
+        precision.cpu_autocast_dtype.cache_clear()
+
+
+@pytest.mark.parametrize("speedup, expected", [(2.5, torch.bfloat16), (1.05, None)])
+def test_auto_follows_the_probe_on_native_cpus(monkeypatch, speedup, expected):
+    monkeypatch.delenv("LORA_LAB_CPU_BF16", raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: True)
+    monkeypatch.setattr(precision, "probe_cpu_bf16", lambda **k: {"speedup": speedup})
+    precision.cpu_autocast_dtype.cache_clear()
+    try:
+        assert precision.cpu_autocast_dtype() is expected
+    finally:
+        precision.cpu_autocast_dtype.cache_clear()
+
+
+def test_probe_measures_both_formats():
+    r = precision.probe_cpu_bf16(width=64, tokens=16, reps=2)
+    assert r["fp32_ms"] > 0 and r["bf16_ms"] > 0 and r["speedup"] == pytest.approx(r["fp32_ms"] / r["bf16_ms"])
+
+
+def test_thread_defaults_respect_the_user():
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    applied = threads.configure(env)
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and "OMP_WAIT_POLICY" not in applied
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    assert threads.configure({"LORA_LAB_THREADS": "keep"}) == {}
+
+
+def test_wait_policy_is_not_claimed_once_torch_is_loaded():
+    env = {}
+    applied = threads.configure(env)  # torch is imported in this process
+    assert "OMP_WAIT_POLICY" not in env and "OMP_WAIT_POLICY" not in applied
