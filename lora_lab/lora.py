@@ -46,14 +46,14 @@ import numbers
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .files import atomic_write
+from .files import DataIntegrityError, atomic_write
 
 __all__ = [
     "LoRALayer",
@@ -71,6 +71,13 @@ __all__ = [
     "lora_state_dict",
     "save_adapter",
     "load_adapter",
+    "read_adapter",
+    "check_adapter_fits",
+    "AdapterContents",
+    "ADAPTER_FORMATS",
+    "shared_hparams",
+    "selects",
+    "lora_parameter_names",
     "AdapterMismatchError",
     "TARGET_PRESETS",
     "DEFAULT_EXCLUDE",
@@ -163,9 +170,40 @@ class LoRALayer(nn.Module):
         self.B = nn.Parameter(torch.zeros(rank, out_dim))  # zero => the update starts at exactly 0
         self.rank = rank
         self.alpha = alpha
-        self.use_rslora = use_rslora
-        self.scaling = lora_scaling(rank, alpha, use_rslora)
+        self.use_rslora = bool(use_rslora)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def scaling(self) -> float:
+        """``alpha / rank`` (or ``alpha / sqrt(rank)`` with ``use_rslora``), computed from them on every read, so
+        it can never disagree with the rank, alpha and rule that an adapter file records.
+
+        Setting it (notebook 2 does, to mimic the textbook's raw ``alpha``) sets ``alpha`` to the value that gives
+        this scaling under the layer's rule: ``alpha = scaling * rank`` (``* sqrt(rank)`` for rsLoRA)."""
+        return lora_scaling(self.rank, self.alpha, self.use_rslora)
+
+    @scaling.setter
+    def scaling(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"scaling must be a positive number, got {value!r}")
+        alpha = value * (math.sqrt(self.rank) if self.use_rslora else self.rank)
+        self.alpha = _plain(round(alpha) if float(alpha).is_integer() else alpha)
+
+    @property
+    def dropout_p(self) -> float:
+        """The dropout probability on the LoRA path (0.0 when it is switched off)."""
+        return float(self.dropout.p) if isinstance(self.dropout, nn.Dropout) else 0.0
+
+    def hparams(self) -> dict:
+        """What an adapter file records about this layer: ``rank``, ``alpha``, ``use_rslora``, ``dropout``."""
+        return {"rank": self.rank, "alpha": self.alpha, "use_rslora": self.use_rslora, "dropout": self.dropout_p}
+
+    def set_hparams(self, *, alpha: float, use_rslora: bool, dropout: float) -> None:
+        """Take over an adapter's alpha, scaling rule and dropout (the rank is fixed by the shapes of A and B)."""
+        _check_hparams(self.rank, alpha, dropout)
+        self.alpha, self.use_rslora = _plain(alpha), bool(use_rslora)
+        if dropout != self.dropout_p:
+            self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.dropout(x) @ self.A @ self.B) * self.scaling
@@ -228,6 +266,11 @@ class LinearWithLoRA(nn.Module):
         self.register_buffer("_merged_A", None, persistent=False)
         self.register_buffer("_merged_B", None, persistent=False)
         self._merged_scaling = None
+
+    @staticmethod
+    def lora_shapes(linear: nn.Linear, rank: int) -> dict[str, tuple[int, ...]]:
+        """The shapes of ``lora.A`` and ``lora.B`` for this layer and rank (what an adapter file must hold)."""
+        return {"A": (linear.in_features, rank), "B": (rank, linear.out_features)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -359,9 +402,23 @@ def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
     return model
 
 
-def lora_layers(model: nn.Module) -> dict[str, LinearWithLoRA]:
-    """All LoRA-wrapped layers of a model, by name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, LinearWithLoRA)}
+def _lora_wrappers() -> dict[type, type]:
+    """Base layer type -> its LoRA wrapper. Everything generic below (finding, merging, freezing, saving and
+    loading LoRA layers) works on any of them, so a model may mix Linear and Conv2d LoRA layers."""
+    from .conv import Conv2dWithLoRA  # imported here, not at the top: conv.py builds on this module
+
+    return {nn.Linear: LinearWithLoRA, nn.Conv2d: Conv2dWithLoRA}
+
+
+def _wrapper_for(module: nn.Module):
+    """The LoRA wrapper class for this base layer, or None when LoRA here cannot adapt it."""
+    return next((w for base, w in _lora_wrappers().items() if isinstance(module, base)), None)
+
+
+def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """All LoRA-wrapped layers of a model (:class:`LinearWithLoRA`, :class:`lora_lab.conv.Conv2dWithLoRA`), by name."""
+    wrappers = tuple(_lora_wrappers().values())
+    return {n: m for n, m in model.named_modules() if isinstance(m, wrappers)}
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -377,25 +434,47 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def selects(name: str, modules: Iterable[str]) -> bool:
+    """Whether the parameter (or state-dict entry) ``name`` belongs to one of ``modules``.
+
+    Every ``extra=`` argument in this module (:func:`mark_trainable`, :func:`mark_only_lora_trainable`,
+    :func:`lora_state_dict`, :func:`save_adapter`) means the same thing, decided here: each entry is a module
+    name, which selects that module's parameters (``"classifier"`` selects ``classifier.weight`` and
+    ``classifier.bias``, but not ``classifier2.weight``), or a glob over full parameter names
+    (``"*.ln_f.*"``). One rule, so what trains is what gets saved.
+    """
+    if isinstance(modules, str):
+        raise TypeError(f"extra must be a list of module names or patterns, got the string {modules!r}; "
+                        f"write [{modules!r}]")
+    return any(name == m or name.startswith(m + ".") or fnmatch.fnmatchcase(name, m) for m in modules)
+
+
+def lora_parameter_names(model: nn.Module) -> set[str]:
+    """The state-dict names of every LoRA tensor (``<layer>.lora.A``, ``<layer>.lora.B``), found through
+    :func:`lora_layers` rather than by spelling: a module that merely has ``lora`` in its name is not one."""
+    return {k for n, m in lora_layers(model).items() for k in m.lora.state_dict(prefix=f"{n}.lora.")}
+
+
 def mark_trainable(model: nn.Module, patterns: Iterable[str]) -> list[str]:
-    """Set ``requires_grad=True`` on parameters whose name matches a glob pattern or starts
-    with a given module name (``"classifier"`` matches ``classifier.weight``). Returns the names."""
-    patterns = list(patterns)
+    """Set ``requires_grad=True`` on the parameters of the named modules or matching globs (see :func:`selects`:
+    ``"classifier"`` selects ``classifier.weight``). Returns the names."""
+    patterns = list(patterns) if not isinstance(patterns, str) else patterns
     names = []
     for name, p in model.named_parameters():
-        if any(name == pat or name.startswith(pat + ".") or fnmatch.fnmatchcase(name, pat) for pat in patterns):
+        if selects(name, patterns):
             p.requires_grad_(True)
             names.append(name)
     return names
 
 
 def mark_only_lora_trainable(model: nn.Module, extra: Iterable[str] = ("classifier",)) -> nn.Module:
-    """Freeze everything except the LoRA ``A``/``B`` matrices and the named extra modules
-    (by default the new classification head, which starts random and must be trained)."""
+    """Freeze everything except the LoRA ``A``/``B`` matrices and the ``extra`` modules (names or globs, see
+    :func:`selects`; by default the new classification head, which starts random and must be trained)."""
     if not lora_layers(model):
         raise ValueError("the model has no LoRA layers; call replace_linear_with_lora(model, rank, alpha) first")
+    lora_names = lora_parameter_names(model)
     for name, p in model.named_parameters():
-        p.requires_grad_(".lora." in f".{name}")
+        p.requires_grad_(name in lora_names)
     mark_trainable(model, extra)
     return model
 
@@ -435,13 +514,11 @@ def lora_parameter_count(shapes: Iterable[tuple[int, int]], rank: int) -> int:
 
 
 def lora_state_dict(model: nn.Module, extra: Iterable[str] = ()) -> dict[str, torch.Tensor]:
-    """The LoRA weights (and any named extra modules, e.g. ``"classifier"``): what an adapter file holds."""
-    extra = list(extra)
-    out = {}
-    for name, t in model.state_dict().items():
-        if ".lora." in f".{name}" or any(name.startswith(e + ".") or name == e for e in extra):
-            out[name] = t.detach()
-    return out
+    """The LoRA weights and the ``extra`` modules' (names or globs, as in :func:`mark_trainable`, see
+    :func:`selects`; e.g. ``"classifier"``): what an adapter file holds."""
+    extra = list(extra) if not isinstance(extra, str) else extra
+    lora_names = lora_parameter_names(model)
+    return {name: t.detach() for name, t in model.state_dict().items() if name in lora_names or selects(name, extra)}
 
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -480,11 +557,45 @@ def _remove_leftovers(path: Path, keep: set[str]) -> None:
                 pass
 
 
-def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier",),
+ADAPTER_FORMATS = ("lora_lab", "peft")
+
+
+def shared_hparams(model: nn.Module) -> dict:
+    """The ``rank``, ``alpha``, ``use_rslora`` and ``dropout`` that all of the model's LoRA layers share.
+
+    An adapter file (ours and PEFT's) records one value of each for every layer, so a model whose layers
+    disagree (say, one layer re-wrapped by hand with another alpha) cannot be saved truthfully: writing the
+    first layer's values for all would silently change the others' scaling when loaded. That is an error
+    naming the groups of layers."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError("the model has no LoRA layers to save; wrap it with replace_linear_with_lora first")
+    groups: dict[tuple, list[str]] = {}
+    for name, m in layers.items():
+        groups.setdefault(tuple(m.lora.hparams().items()), []).append(name)
+    if len(groups) > 1:
+        desc = "; ".join(f"{dict(k)} in {len(v)} layer(s), e.g. {v[0]!r}" for k, v in groups.items())
+        raise ValueError(f"an adapter records one rank, alpha, scaling rule and dropout for all its layers, but this "
+                         f"model's LoRA layers differ: {desc}. Give them the same settings (e.g. set layer.lora.alpha) "
+                         "or wrap the base model again with one replace_linear_with_lora call.")
+    return dict(next(iter(groups)))
+
+
+def save_adapter(model: nn.Module, path, *, format: str = "lora_lab", extra: Iterable[str] = ("classifier",),
                  base_model: str | None = None, task: str | None = None) -> Path:
-    """Write the adapter (LoRA weights + extra modules such as the new head) to a folder:
-    ``adapter.safetensors`` and ``adapter_config.json`` (rank, alpha, scaling rule, wrapped
-    layers, base model, the exact base weights when known, the weights' sha256).
+    """Write the adapter (LoRA weights + extra modules such as the new head) to a folder.
+
+    ``format="lora_lab"`` (default): ``adapter.safetensors`` and ``adapter_config.json`` (rank, alpha, scaling
+    rule, dropout, wrapped layers, base model, the exact base weights when known, the weights' sha256), read
+    back by :func:`load_adapter`.
+
+    ``format="peft"``: the folder Hugging Face PEFT writes, ``adapter_model.safetensors`` and its
+    ``adapter_config.json``, which ``peft.PeftModel.from_pretrained`` loads onto ``transformers``' GPT-2
+    (or BERT for the MiniLM track); see :func:`lora_lab.interop.save_peft_adapter` for what maps onto what.
+
+    Every LoRA layer must share one rank, alpha, scaling rule and dropout (:func:`shared_hparams`); a model
+    whose layers differ is an error, not a file that records the first layer's values for all.
+    ``extra``: module names or globs (see :func:`selects`), the same rule :func:`mark_only_lora_trainable` uses.
 
     The folder is updated as one step. Overwriting an adapter with two separate file writes is not
     safe: a ``kill -9`` or a full disk between them would leave new weights beside the old config
@@ -502,12 +613,17 @@ def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier"
     """
     from safetensors.torch import save as serialize
 
+    if format not in ADAPTER_FORMATS:
+        raise ValueError(f"format must be one of {ADAPTER_FORMATS}, got {format!r}: 'lora_lab' is read by "
+                         "load_adapter, 'peft' by Hugging Face PEFT (and by load_adapter)")
+    if format == "peft":
+        from .interop import save_peft_adapter
+
+        return save_peft_adapter(model, path, extra=extra, base_model=base_model)
+    hp = shared_hparams(model)
     layers = lora_layers(model)
-    if not layers:
-        raise ValueError("the model has no LoRA layers to save; wrap it with replace_linear_with_lora first")
     if any(m.merged for m in layers.values()):
         raise ValueError("the model's LoRA layers are merged; call unmerge_lora(model) before save_adapter")
-    first = next(iter(layers.values())).lora
     path = Path(path)
     tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model, extra).items()}
     data = serialize(tensors, metadata={"format": "pt"})
@@ -519,12 +635,12 @@ def save_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classifier"
         "base_revision": revision,
         "base_weights_sha256": base_sha,
         "task": task,
-        "rank": first.rank,
-        "alpha": first.alpha,
-        "scaling_rule": "alpha/sqrt(rank)" if first.use_rslora else "alpha/rank",
-        "dropout": first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0,
+        "rank": hp["rank"],
+        "alpha": hp["alpha"],
+        "scaling_rule": "alpha/sqrt(rank)" if hp["use_rslora"] else "alpha/rank",
+        "dropout": hp["dropout"],
         "layers": sorted(layers),
-        "extra_modules": sorted(set(extra)),
+        "extra_modules": sorted(set([extra] if isinstance(extra, str) else extra)),
         "num_tensors": len(tensors),
         "sha256": sha,
     }
@@ -604,8 +720,10 @@ def _read_adapter(path: Path) -> tuple[dict, bytes]:
             except OSError:
                 pass  # a read-only folder: loading works all the same
         else:
-            raise ValueError(f"{weights} is corrupt or was changed: sha256 {actual}, expected {cfg['sha256']} "
-                             "from its config. Save the adapter again.")
+            # the package's one checksum error (lora_lab.files.verify_sha256 raises it too). verify_sha256 itself
+            # is not called: it hashes a path, and these bytes, already read, are the ones that get loaded
+            raise DataIntegrityError(f"adapter weights {weights} are corrupt or were changed: sha256 {actual}, "
+                                     f"expected {cfg['sha256']} from its config. Save the adapter again.")
     return cfg, data
 
 
@@ -614,45 +732,83 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> dict:
-    """Load an adapter folder written by :func:`save_adapter` onto ``model`` (in place).
+@dataclass
+class AdapterContents:
+    """An adapter read from disk and verified, in this package's names; no model has been touched.
 
-    A base model that has no LoRA layers yet is wrapped first, with the adapter's rank,
-    alpha and layers (exact module names). Loading a second adapter onto the same wrapped model swaps tasks.
+    Both formats (ours and PEFT's) are read into this one shape, so checking that it fits a model and
+    loading it are the same code for both."""
 
-    Everything is checked *before* the model is touched: the config (keys, types, rank and alpha,
-    the scaling rule, layer names), the weights' sha256, and every tensor's name and shape against
-    the layers it will fill. Any problem raises and leaves the model exactly as it was:
-    :class:`AdapterMismatchError` when the adapter was made for another base model, other layers, or
-    other shapes; ``ValueError`` when the folder is damaged. An adapter that records the exact base
-    weights it was trained on (their sha256) warns when loaded onto different weights: it will run,
-    but its outputs will not be the ones measured in training. Returns the adapter's config.
-    """
+    path: Path
+    config: dict  # what load_adapter returns: the folder's config as written
+    layers: list[str]  # the wrapped layers, as in model.named_modules()
+    hparams: dict  # rank, alpha, use_rslora, dropout (shared by all layers)
+    tensors: dict[str, torch.Tensor]  # LoRA A/B and extra modules, named as in model.state_dict()
+    base_model: str | None = None  # compared with the model's name when both are known
+    base_revision: str | None = None
+    base_weights_sha256: str | None = None  # a warning when the model's weights differ
+    sources: dict[str, str] = field(default_factory=dict)  # tensor -> its name in the file, where that differs
+
+
+def _check_finite(tensors: dict, path: Path) -> None:
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"adapter {path} holds NaN or infinite values in {bad[:5]}: it was saved from a model "
+                         "whose training diverged. Train again (lower the learning rate) and save again.")
+
+
+def read_adapter(path) -> AdapterContents:
+    """Read and verify a folder written by :func:`save_adapter` (``format="lora_lab"``): the config's fields,
+    the weights' sha256 (finishing a save interrupted after its commit point), that the weights parse and
+    are finite. Touches no model; raises ``ValueError`` (or ``FileNotFoundError``) naming the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load as deserialize
 
     path = Path(path)
     cfg, data = _read_adapter(path)
-    model_base = base_model or _base_name(model)
-    if cfg.get("base_model") and model_base and cfg["base_model"] != model_base:
-        raise AdapterMismatchError(f"adapter {path} was trained on base model {cfg['base_model']!r}, "
-                                   f"but this model is {model_base!r}; load it onto {cfg['base_model']!r}")
-    revision, model_sha = _base_weights(model)
-    if cfg.get("base_weights_sha256") and model_sha and cfg["base_weights_sha256"] != model_sha:
-        warnings.warn(f"adapter {path} was trained on base weights with sha256 {cfg['base_weights_sha256']} "
-                      f"(revision {cfg.get('base_revision')}), but this model's weights have sha256 {model_sha} "
-                      f"(revision {revision}). It loads, but its outputs will differ from those measured in "
-                      "training; load the same base weights to reproduce them.", UserWarning, stacklevel=2)
     try:
         tensors = deserialize(data)
     except (SafetensorError, ValueError) as e:
         raise ValueError(f"{path / ADAPTER_WEIGHTS} is not a readable safetensors file ({e})") from None
-    rank, alpha, names = cfg["rank"], cfg["alpha"], cfg["layers"]
-    use_rslora = SCALING_RULES[cfg["scaling_rule"]]
+    _check_finite(tensors, path)
+    hparams = {"rank": cfg["rank"], "alpha": cfg["alpha"], "use_rslora": SCALING_RULES[cfg["scaling_rule"]],
+               "dropout": cfg["dropout"]}
+    return AdapterContents(path=path, config=cfg, layers=list(cfg["layers"]), hparams=hparams, tensors=tensors,
+                           base_model=cfg.get("base_model"), base_revision=cfg.get("base_revision"),
+                           base_weights_sha256=cfg.get("base_weights_sha256"))
 
-    # --- plan and check; nothing below changes the model until "apply" ---
+
+def _adapter_format(path: Path) -> str:
+    """``"peft"`` when the folder's config was written by PEFT (it has ``peft_type``), else ``"lora_lab"``
+    (whose reader then reports anything that is wrong with the folder)."""
+    try:
+        cfg = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "lora_lab"
+    return "peft" if isinstance(cfg, dict) and "peft_type" in cfg else "lora_lab"
+
+
+def check_adapter_fits(model: nn.Module, adapter: AdapterContents, *, base_model: str | None = None) -> list[str]:
+    """Check that ``adapter`` fits ``model``, without touching it; returns the layers that still need wrapping
+    (empty when the model is already wrapped at exactly the adapter's layers: switching tasks).
+
+    Raises :class:`AdapterMismatchError` naming the problem: another base model, other layers, or a tensor
+    whose name or shape the model does not have. Warns when the adapter records the exact base weights it was
+    trained on and this model's differ."""
+    path = adapter.path
+    model_base = base_model or _base_name(model)
+    if adapter.base_model and model_base and adapter.base_model != model_base:
+        raise AdapterMismatchError(f"adapter {path} was trained on base model {adapter.base_model!r}, "
+                                   f"but this model is {model_base!r}; load it onto {adapter.base_model!r}")
+    revision, model_sha = _base_weights(model)
+    if adapter.base_weights_sha256 and model_sha and adapter.base_weights_sha256 != model_sha:
+        warnings.warn(f"adapter {path} was trained on base weights with sha256 {adapter.base_weights_sha256} "
+                      f"(revision {adapter.base_revision}), but this model's weights have sha256 {model_sha} "
+                      f"(revision {revision}). It loads, but its outputs will differ from those measured in "
+                      "training; load the same base weights to reproduce them.", UserWarning, stacklevel=3)
+    names, rank = adapter.layers, adapter.hparams["rank"]
     layers = lora_layers(model)
-    modules = dict(model.named_modules())
+    own = model.state_dict()
     if layers:  # already wrapped: the adapter must cover exactly these layers (switching tasks)
         if sorted(layers) != sorted(names):
             missing = sorted(set(names) - set(layers))
@@ -661,54 +817,89 @@ def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> di
                                        f"in the adapter only: {missing[:5]}, in the model only: {extra_l[:5]}")
         if any(m.merged for m in layers.values()):
             raise ValueError("unmerge_lora(model) before loading another adapter")
-        own = model.state_dict()
-        expected = {k: tuple(v.shape) for k, v in own.items() if ".lora." in f".{k}"}
+        expected = {k: tuple(own[k].shape) for k in lora_parameter_names(model)}
+        to_wrap = []
     else:
+        modules = dict(model.named_modules())
         not_found = [n for n in names if n not in modules]
-        not_linear = [n for n in names if n in modules and not isinstance(modules[n], nn.Linear)]
+        not_linear = [n for n in names if n in modules and _wrapper_for(modules[n]) is None]
         if not_found or not_linear:
             raise AdapterMismatchError(f"adapter {path} does not fit this model: layers not in the model: "
-                                       f"{not_found[:5]}; not an nn.Linear: {not_linear[:5]}")
-        own = model.state_dict()
+                                       f"{not_found[:5]}; not an nn.Linear or nn.Conv2d: {not_linear[:5]}")
         expected = {}
         for n in names:
-            expected[f"{n}.lora.A"] = (modules[n].in_features, rank)
-            expected[f"{n}.lora.B"] = (rank, modules[n].out_features)
-    problems = [f"{k}: missing from the adapter" for k in expected if k not in tensors]
-    for k, v in tensors.items():
+            shapes = _wrapper_for(modules[n]).lora_shapes(modules[n], rank)
+            expected.update({f"{n}.lora.{k}": shape for k, shape in shapes.items()})
+        to_wrap = list(names)
+    problems = [f"{k}: missing from the adapter" for k in expected if k not in adapter.tensors]
+    for k, v in adapter.tensors.items():
         want = expected.get(k, tuple(own[k].shape) if k in own else None)
+        name = f"{k} (file: {adapter.sources[k]})" if k in adapter.sources else k
         if want is None:
-            problems.append(f"{k}: not in model")
+            problems.append(f"{name}: not in model")
         elif tuple(v.shape) != want:
-            problems.append(f"{k}: adapter {tuple(v.shape)} vs model {want}")
+            problems.append(f"{name}: adapter {tuple(v.shape)} vs model {want}")
     if problems:
         raise AdapterMismatchError(f"adapter {path} does not fit this model: " + "; ".join(problems[:8]))
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"adapter {path} holds NaN or infinite values in {bad[:5]}: it was saved from a model "
-                         "whose training diverged. Train again (lower the learning rate) and save again.")
+    return to_wrap
 
-    # --- apply, undoing everything if anything still fails ---
-    before = {k: own[k].clone() for k in tensors if k in own}
-    hparams = {n: (m.lora.rank, m.lora.alpha, m.lora.use_rslora, m.lora.scaling) for n, m in layers.items()}
+
+def _apply_adapter(model: nn.Module, adapter: AdapterContents, to_wrap: list[str]) -> None:
+    """Wrap ``to_wrap``, give every LoRA layer the adapter's alpha, rule and dropout, load the tensors; if
+    anything fails on the way, undo all of it."""
+    hp = adapter.hparams
+    modules = dict(model.named_modules())
+    layers = lora_layers(model)
+    own = model.state_dict()
+    before = {k: own[k].clone() for k in adapter.tensors if k in own}
+    old = {n: (m.lora.alpha, m.lora.use_rslora, m.lora.dropout) for n, m in layers.items()}
     wrapped = []
     try:
-        if not layers:
-            for n in names:
-                _set_submodule(model, n, LinearWithLoRA(modules[n], rank, alpha, dropout=cfg["dropout"],
-                                                        use_rslora=use_rslora))
-                wrapped.append(n)
-            layers = lora_layers(model)
-        for m in layers.values():
-            m.lora.rank, m.lora.alpha, m.lora.use_rslora = rank, alpha, use_rslora
-            m.lora.scaling = lora_scaling(rank, alpha, use_rslora)
-        model.load_state_dict(tensors, strict=False)
+        for n in to_wrap:
+            _set_submodule(model, n, _wrapper_for(modules[n])(modules[n], hp["rank"], hp["alpha"],
+                                                              dropout=hp["dropout"], use_rslora=hp["use_rslora"]))
+            wrapped.append(n)
+        for m in lora_layers(model).values():
+            m.lora.set_hparams(alpha=hp["alpha"], use_rslora=hp["use_rslora"], dropout=hp["dropout"])
+        model.load_state_dict(adapter.tensors, strict=False)
     except BaseException:
         for n in wrapped:
             _set_submodule(model, n, modules[n])
-        for n, (r, a, rs, s) in hparams.items():
-            lora = layers[n].lora
-            lora.rank, lora.alpha, lora.use_rslora, lora.scaling = r, a, rs, s
+        for n, (alpha, use_rslora, dropout) in old.items():
+            layers[n].lora.alpha, layers[n].lora.use_rslora, layers[n].lora.dropout = alpha, use_rslora, dropout
         model.load_state_dict(before, strict=False)
         raise
-    return cfg
+
+
+def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> dict:
+    """Load an adapter folder onto ``model`` (in place): one written by :func:`save_adapter`, or a LoRA
+    adapter written by Hugging Face PEFT (``adapter_model.safetensors``; see
+    :func:`lora_lab.interop.read_peft_adapter` for what maps and what is refused).
+
+    A base model that has no LoRA layers yet is wrapped first, with the adapter's rank, alpha, scaling
+    rule, dropout and layers (exact module names). Loading a second adapter onto the same wrapped model
+    swaps tasks: its alpha, rule and dropout replace the layers' own.
+
+    Three steps, and the model is touched only in the last:
+
+    1. read and verify the folder (:func:`read_adapter`): the config (keys, types, rank and alpha, the
+       scaling rule, layer names), the weights' sha256, that every tensor is finite;
+    2. check it fits (:func:`check_adapter_fits`): the base model, the layers, every tensor's name and
+       shape;
+    3. apply it, undoing everything if anything still fails.
+
+    :class:`AdapterMismatchError` when the adapter was made for another base model, other layers, or other
+    shapes; ``ValueError`` when the folder is damaged. An adapter that records the exact base weights it was
+    trained on (their sha256) warns when loaded onto different weights: it will run, but its outputs will
+    not be the ones measured in training. Returns the adapter's config.
+    """
+    path = Path(path)
+    if _adapter_format(path) == "peft":
+        from .interop import read_peft_adapter
+
+        adapter = read_peft_adapter(path, model)
+    else:
+        adapter = read_adapter(path)
+    to_wrap = check_adapter_fits(model, adapter, base_model=base_model)
+    _apply_adapter(model, adapter, to_wrap)
+    return adapter.config

@@ -7,10 +7,25 @@ import torch
 from torch import nn
 
 from lora_lab import LinearWithLoRA, LoRALayer, replace_linear_with_lora
+from lora_lab.files import DataIntegrityError
 from lora_lab.gpt2 import GPT, PRESETS, linear_shapes
-from lora_lab.lora import (AdapterMismatchError, count_parameters, load_adapter, lora_layers,
-                           lora_parameter_count, lora_state_dict, mark_only_lora_trainable, merge_lora,
-                           save_adapter, unmerge_lora)
+from lora_lab.lora import (
+    AdapterMismatchError,
+    check_adapter_fits,
+    count_parameters,
+    load_adapter,
+    lora_layers,
+    lora_parameter_count,
+    lora_parameter_names,
+    lora_state_dict,
+    mark_only_lora_trainable,
+    mark_trainable,
+    merge_lora,
+    read_adapter,
+    save_adapter,
+    selects,
+    unmerge_lora,
+)
 
 
 def mlp():
@@ -178,7 +193,8 @@ def test_gpt_targets_and_head_skipped_by_default(tiny_model):
 def test_mlp_target_and_head_by_argument(tiny_cfg):
     model = GPT(tiny_cfg).to_classifier(2)
     replace_linear_with_lora(model, 2, 2, target="mlp")
-    assert sorted(lora_layers(model)) == sorted(f"transformer.h.{i}.mlp.{k}" for i in range(2) for k in ("c_fc", "c_proj"))
+    assert sorted(lora_layers(model)) == sorted(f"transformer.h.{i}.mlp.{k}" for i in range(2)
+                                                for k in ("c_fc", "c_proj"))
     model = GPT(tiny_cfg).to_classifier(2)
     replace_linear_with_lora(model, 2, 2, exclude=())
     assert "classifier" in lora_layers(model)
@@ -283,6 +299,96 @@ def test_corrupt_adapter_file_is_detected(tiny_cfg, tmp_path):
     data = bytearray(f.read_bytes())
     data[-5] ^= 0xFF
     f.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="corrupt or was changed"):
+    with pytest.raises(DataIntegrityError, match="corrupt or were changed: sha256 [0-9a-f]{64}, expected"):
         load_adapter(GPT(tiny_cfg).to_classifier(2), tmp_path / "a")
     assert not list((tmp_path / "a").glob("*.tmp"))  # atomic writes leave no temp files
+
+
+# --- issue 14: hyper-parameters in one place, one meaning of "extra" -----------------------------------
+def test_scaling_is_derived_and_cannot_drift():
+    layer = LoRALayer(8, 8, rank=4, alpha=8)
+    assert layer.scaling == 2.0
+    layer.alpha = 16  # scaling follows alpha: there is no second copy to forget
+    assert layer.scaling == 4.0
+    layer.use_rslora = True
+    assert layer.scaling == 8.0
+    layer.scaling = 3.0  # setting it sets alpha under the layer's rule (notebook 2 mimics raw alpha this way)
+    assert layer.alpha == 6 and layer.scaling == 3.0
+    layer.use_rslora = False
+    layer.scaling = 16
+    assert layer.alpha == 64 and type(layer.alpha) is int
+    with pytest.raises(ValueError, match="scaling must be a positive number"):
+        layer.scaling = 0
+    assert layer.hparams() == {"rank": 4, "alpha": 64, "use_rslora": False, "dropout": 0.0}
+
+
+def test_save_refuses_layers_that_disagree(tiny_cfg, tmp_path):
+    model = replace_linear_with_lora(GPT(tiny_cfg).to_classifier(2), 4, 8)
+    lora_layers(model)["transformer.h.1.mlp.c_fc"].lora.alpha = 16
+    with pytest.raises(ValueError, match=r"layers differ: .*'alpha': 8.* in 7 layer\(s\).*'alpha': 16.* in 1 "
+                                         r"layer\(s\), e\.g\. 'transformer\.h\.1\.mlp\.c_fc'"):
+        save_adapter(model, tmp_path / "a")
+    with pytest.raises(ValueError, match="layers differ"):
+        save_adapter(model, tmp_path / "p", format="peft")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "p").exists()
+    with pytest.raises(ValueError, match="format must be one of"):
+        save_adapter(model, tmp_path / "x", format="pt")
+
+
+@pytest.mark.parametrize("saved, model_had", [(0.1, 0.0), (0.0, 0.3), (0.2, 0.2)])
+def test_saved_dropout_is_honoured(tiny_cfg, tmp_path, saved, model_had):
+    torch.manual_seed(0)
+    src = replace_linear_with_lora(GPT(tiny_cfg).to_classifier(2), 4, 8, dropout=saved)
+    save_adapter(src, tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["dropout"] == saved
+    fresh = GPT(tiny_cfg).to_classifier(2)
+    load_adapter(fresh, tmp_path / "a")  # wrapped by the load
+    wrapped = replace_linear_with_lora(GPT(tiny_cfg).to_classifier(2), 4, 8, dropout=model_had)
+    load_adapter(wrapped, tmp_path / "a")  # switching tasks: the adapter's dropout replaces the layers' own
+    for m in (fresh, wrapped):
+        assert {layer.lora.dropout_p for layer in lora_layers(m).values()} == {saved}
+        assert all(isinstance(layer.lora.dropout, nn.Dropout if saved else nn.Identity)
+                   for layer in lora_layers(m).values())
+
+
+def test_loading_is_read_then_check_then_apply(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    src = replace_linear_with_lora(GPT(tiny_cfg).to_classifier(2), 4, 8, use_rslora=True, dropout=0.1)
+    save_adapter(src, tmp_path / "a")
+    adapter = read_adapter(tmp_path / "a")  # no model involved
+    assert adapter.hparams == {"rank": 4, "alpha": 8, "use_rslora": True, "dropout": 0.1}
+    assert set(adapter.tensors) == set(lora_state_dict(src, ["classifier"]))
+    base = GPT(tiny_cfg).to_classifier(2)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    assert check_adapter_fits(base, adapter) == sorted(lora_layers(src))  # what would be wrapped ...
+    assert not lora_layers(base)  # ... is not yet
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())
+
+
+def test_extra_means_the_same_in_training_and_saving(tiny_cfg):
+    model = replace_linear_with_lora(GPT(tiny_cfg).to_classifier(2), 4, 8)
+    for extra in (["classifier"], ["transformer.ln_f"], ["*.ln_f.*", "classifier.bias"], ["transformer.h.1.ln_*"]):
+        mark_only_lora_trainable(model, extra)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trained == set(lora_state_dict(model, extra)), extra  # what trains is what an adapter saves
+        assert trained - lora_parameter_names(model)  # the extra modules are in it
+    assert selects("classifier.weight", ["classifier"]) and not selects("classifier2.weight", ["classifier"])
+    with pytest.raises(TypeError, match=r"write \['classifier'\]"):
+        lora_state_dict(model, "classifier")  # a bare string would be read letter by letter
+
+
+def test_lora_tensors_are_found_by_layer_not_by_name():
+    """A module that is merely called "lora" is not a LoRA layer: it is frozen with the base and not saved."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lora = nn.Linear(4, 4)  # an unlucky name
+            self.body = nn.Linear(4, 4)
+            self.classifier = nn.Linear(4, 2)
+
+    net = replace_linear_with_lora(Net(), 2, 2, target=["body"])
+    assert lora_parameter_names(net) == {"body.lora.A", "body.lora.B"}
+    mark_only_lora_trainable(net)
+    assert not net.lora.weight.requires_grad
+    assert set(lora_state_dict(net)) == {"body.lora.A", "body.lora.B"}
+    assert mark_trainable(net, ["lora"]) == ["lora.weight", "lora.bias"]
