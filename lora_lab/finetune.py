@@ -43,6 +43,7 @@ OFFLINE_HINT = ("For a quick offline run without weights: python -m lora_lab.fin
                 "--epochs 1 (a tiny random GPT-2; its numbers mean nothing).")
 WEIGHTS = ("pretrained", "random")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EXPORTS = ("peft", "merged")
 
 
 class UsageError(ValueError):
@@ -75,13 +76,14 @@ class FinetuneConfig:
     data_dir: str | None = None
     out: str = "runs/finetune"
     plot: bool = True
+    export: tuple = ()  # also write "peft" (a PEFT LoRA folder) and/or "merged" (a transformers model folder)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FinetuneConfig":
         """The config the parsed command line describes (``--no-plot`` becomes ``plot=False``)."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in fields}
-        return cls(**values, plot=not args.no_plot)
+        values = {k: v for k, v in vars(args).items() if k in fields and k != "export"}
+        return cls(**values, plot=not args.no_plot, export=tuple(dict.fromkeys(getattr(args, "export", None) or ())))
 
 
 def _check_number(value, lo: float, *, strict: bool = False, whole: bool = True, shown=None) -> str | None:
@@ -140,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default="runs/finetune")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--export", action="append", choices=EXPORTS, default=None,
+                    help="also write out/adapter_peft (peft: loads with peft.PeftModel.from_pretrained) and/or "
+                         "out/merged (merged: LoRA merged, loads with transformers' from_pretrained); repeatable")
     return ap
 
 
@@ -165,6 +170,12 @@ def validate(config: FinetuneConfig) -> int:
         problem = None if value is None and flag in optional else _check_number(value, lo, strict=strict, whole=whole)
         if problem:
             raise UsageError(f"{flag}: {problem}")
+    bad = [e for e in c.export if e not in EXPORTS]
+    if bad:
+        raise UsageError(f"--export must be one of {EXPORTS}, got {bad[0]!r}")
+    if "peft" in c.export and c.method != "lora":
+        raise UsageError(f"--export peft writes a LoRA adapter, but --method is {c.method!r}; use --export merged "
+                         "for a whole model, or --method lora")
     if c.method == "lora":
         try:
             _check_hparams(c.rank, c.alpha, c.lora_dropout)
@@ -304,6 +315,12 @@ def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, t
     atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
     if c.method == "lora":
         save_adapter(model, out / "adapter", base_model=c.model, task="sms-spam")
+    if "peft" in c.export:
+        save_adapter(model, out / "adapter_peft", format="peft", base_model=c.model)
+    if "merged" in c.export:
+        from .interop import export_merged
+
+        export_merged(model, out / "merged")
     if c.plot:
         from .plots import plot_history
 
