@@ -59,3 +59,16 @@ execute: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The widgets in a real JupyterLab driven by headless Chromium (a few minutes): notebooks 01 and 02, and the
+# widget cells of 04 and 06 on the smoke profile's tiny model. Needs Debian's chromium (apt-get install chromium)
+# or LORA_LAB_CHROMIUM=/path/to/chrome; Playwright's own browser download is not used. Screenshots go to
+# tests/browser/screenshots/ (git-ignored).
+$(VENV)/.browser: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[lab,test,offline,browser]"
+	touch $@
+
+.PHONY: test-browser
+test-browser: $(VENV)/.browser
+	LORA_LAB_BROWSER_TEST=1 PYTHONWARNINGS=ignore::DeprecationWarning \
+	  $(PY) -m pytest tests/browser -v -p no:cacheprovider
