@@ -30,6 +30,10 @@ Modules, each named after the idea it holds (tests/test_settings.py checks that 
 * :mod:`lora_lab.finetune` - ``python -m lora_lab.finetune`` (also under ``torchrun``)
 * :mod:`lora_lab.bench` - ``python -m lora_lab.bench``: speed and memory, full vs LoRA
 """
+from . import threads as _threads
+
+_threads.configure()  # before anything loads torch: polite OpenMP waiting, no tokenizer thread pool (see threads)
+
 from .data import balanced_split, load_sms_spam
 from .gpt2 import GPT, GPTConfig, load_pretrained
 from .lora import (
