@@ -289,6 +289,9 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
     rows, t_start, stopped = [], time.perf_counter(), False
     reset_peak_memory(device)
     model.train()
+    if log and _is_main_process():
+        log(f"training on {device.type} in {'fp32' if amp_dtype is None else str(amp_dtype)[6:] + ' autocast'} "
+            f"(precision={precision!r})")
     for epoch in range(1, epochs + 1):
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
