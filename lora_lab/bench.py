@@ -131,8 +131,8 @@ def _time_steps(model, batches, opt, dev, amp, scaler, warmup: int) -> dict:
     return kept
 
 
-def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", precision="fp32",
-            compile=False, padding="batch", batch_size=8, seed=123, data_dir=None) -> dict:
+def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", precision="auto",
+            compile=False, padding="bucket", batch_size=8, seed=123, data_dir=None) -> dict:
     """Measure one configuration in this process. Returns a flat dict (one row of the results table)."""
     import torch
 
@@ -192,7 +192,7 @@ def _batches(seed, batch_size, padding, n, data_dir):
     if key not in _BATCHES:
         train_df, _, _ = spam_splits(data_dir, seed=seed)
         ds = SpamDataset(train_df)
-        loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed,
+        loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed, bucket=padding == "bucket",
                              pad_to=ds.longest if padding == "longest" else None)
         batches = []
         for b in loader:
@@ -291,15 +291,26 @@ def measure(config: dict) -> dict:
 
 
 def _configs(shapes, methods, device: str, ablations: bool) -> list[dict]:
-    """Every shape x method, then (``ablations``) each speed-up on its own, on the largest shape, for full and
-    LoRA r=16: padding to the longest message, bf16 on CPU (fp32 on GPUs, whose default is already bf16),
-    and torch.compile last (it takes the longest and is the most likely to fail)."""
+    """Every shape x method in the default configuration (the precision ``auto`` picks here, batches of
+    similar length: what training uses), then (``ablations``) each change on its own, on the largest shape,
+    for full and LoRA r=16: random batches padded per batch (the old default) in that precision and in fp32,
+    padded to the longest message, bf16 where ``auto`` picked fp32, and torch.compile last (it takes the
+    longest and is the most likely to fail)."""
+    import torch
+
+    from .train import precision_for
+
     configs = [dict(shape=s, method=m) for s in shapes for m in methods]
     if ablations:
         s = shapes[-1]
+        autocast = precision_for(torch.device(device), "auto") is not None
         for m in ("full", "lora-16"):
+            configs.append(dict(shape=s, method=m, padding="batch"))
+            if autocast:
+                configs.append(dict(shape=s, method=m, padding="batch", precision="fp32"))
+            else:
+                configs.append(dict(shape=s, method=m, precision="bf16"))
             configs.append(dict(shape=s, method=m, padding="longest"))
-            configs.append(dict(shape=s, method=m, precision="bf16" if device == "cpu" else "fp32"))
         configs += [dict(shape=s, method=m, compile=True) for m in ("full", "lora-16")]
     return configs
 
@@ -313,7 +324,8 @@ def _header(device: str) -> dict:
         "cuda": torch.version.cuda, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "commit": _git_commit(), "python": platform.python_version(), "threads": torch.get_num_threads(),
         "cpu": {"name": device_name("cpu"), "flags": cpu_flags()},
-        "note": "random weights; real SMS-spam batches (batch 8, per-batch padding unless padding=longest)",
+        "note": "random weights; real SMS-spam batches of 8 (padding: bucket = similar lengths batched together, "
+                "padded per batch; batch = random batches padded per batch; longest = all padded to the longest)",
         "complete": False, "results": [],
     }
 
@@ -325,10 +337,9 @@ def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True
     for m in methods:
         parse_method(m)  # an unknown method stops here, not after an hour of measuring
     save = save or (lambda result: None)
-    default_precision = "fp32" if device == "cpu" else "auto"
     result = _header(device)
     for c in _configs(shapes, methods, device, ablations):
-        c = {"device": device, "steps": steps, "warmup": warmup, "precision": default_precision, **c}
+        c = {"device": device, "steps": steps, "warmup": warmup, "precision": "auto", "padding": "bucket", **c}
         t0 = time.perf_counter()
         row = measure(c)
         result["results"].append(row)
@@ -365,12 +376,12 @@ def committed_results() -> list[tuple[str, dict]]:
 
 
 def summary_table(result: dict):
-    """The main table: one row per shape and method in the default configuration (per-batch padding, no
-    compile, the run's default precision), the ablations left out."""
+    """The main table: one row per shape and method in the run's default configuration (its first row's
+    padding and precision, no compile), the ablations left out."""
     import pandas as pd
 
     df = pd.DataFrame(result["results"])
-    base = df[(df.padding == "batch") & (~df["compile"]) & (df.precision == df.precision.iloc[0])]
+    base = df[(df.padding == df.padding.iloc[0]) & (~df["compile"]) & (df.precision == df.precision.iloc[0])]
     cols = ["shape", "method", "step_ms_median", "tokens_per_s", "peak_mem_mb", "params_trainable",
             "optimizer_state_mb", "checkpoint_mb", "achieved_tflops"] + (["mfu"] if "mfu" in df else [])
     return base[cols]

@@ -24,7 +24,7 @@ __all__ = ["finetune", "seed_spread", "checkpoint_bytes", "memory_breakdown", "l
 
 def finetune(backbone, method: str, train_ds, val_loader, test_loader=None, *, seed: int = 123,
              epochs: int = 3, batch_size: int = 8, lr: float | None = None, rank: int = 16, alpha: float = 16,
-             device="cpu", log=None, precision: str = "auto", bucket: bool = False, **lora_kwargs) -> dict:
+             device="cpu", log=None, precision: str = "auto", bucket: bool | None = None, **lora_kwargs) -> dict:
     """One fine-tuning run from the pretrained backbone: seed, fresh classifier, method, train, test.
 
     Returns a dict with the trained ``model``, its ``hist`` (one row per epoch), ``test_acc``,

@@ -71,7 +71,7 @@ class FinetuneConfig:
     max_length: int | None = None  # None: the model's context
     subset: int | None = None  # messages per class (quick runs)
     precision: str = "auto"
-    bucket: bool = False  # batch messages of similar length together: less padding (lora_lab.bucketing)
+    bucket: bool = True  # batch messages of similar length together: less padding (lora_lab.bucketing)
     device: str | None = None
     seed: int = 123
     data_dir: str | None = None

@@ -161,15 +161,17 @@ class Backbone:
 
         return tuple(SpamDataset(df, self.tokenizer, max_length=self.max_length) for df in frames)
 
-    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123, bucket: bool = False, *,
+    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123, bucket: bool | None = None, *,
                num_replicas: int = 1, rank: int = 0):
         """Batches padded to their own longest message with this model's padding id (training loaders
-        shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths).
+        shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths, by default
+        whenever the loader shuffles: see :mod:`lora_lab.bucketing`).
         Under DDP, ``num_replicas`` processes each take their share; ``rank`` is this process's DDP rank."""
         from .data import make_loader
 
         return make_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed,
-                           pad_token_id=self.pad_token_id, bucket=bucket, num_replicas=num_replicas, rank=rank)
+                           pad_token_id=self.pad_token_id, bucket=shuffle if bucket is None else bucket,
+                           num_replicas=num_replicas, rank=rank)
 
 
 def gpt2_backbone(name: str, make: Callable, max_length: int | None = None) -> Backbone:

@@ -51,7 +51,12 @@ def set_seed(seed: int) -> None:
 
 
 def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype: on CUDA bf16 where supported, else fp16; fp32 (None) elsewhere unless asked."""
+    """The autocast dtype for ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``); None means plain fp32.
+
+    ``auto``: on CUDA bf16 where supported, else fp16; on a CPU bf16 only where the processor has native bf16
+    instructions and a short probe measures it faster (:func:`lora_lab.precision.cpu_autocast_dtype`: a CPU
+    that emulates bf16 can be many times slower), else fp32; elsewhere (MPS) fp32.
+    ``$LORA_LAB_PRECISION`` replaces ``auto`` for every run."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -60,8 +65,15 @@ def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype 
         return torch.float16
     if precision != "auto":
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    forced = os.environ.get("LORA_LAB_PRECISION", "auto").strip().lower()
+    if forced != "auto":
+        return precision_for(device, forced)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        from .precision import cpu_autocast_dtype
+
+        return cpu_autocast_dtype()
     return None
 
 

@@ -112,3 +112,22 @@ def test_wait_policy_is_not_claimed_once_torch_is_loaded():
     env = {}
     applied = threads.configure(env)  # torch is imported in this process
     assert "OMP_WAIT_POLICY" not in env and "OMP_WAIT_POLICY" not in applied
+
+
+def test_precision_env_replaces_auto(monkeypatch):
+    from lora_lab.train import precision_for
+
+    monkeypatch.setenv("LORA_LAB_PRECISION", "fp32")
+    assert precision_for(torch.device("cpu"), "auto") is None
+    monkeypatch.setenv("LORA_LAB_PRECISION", "bf16")
+    assert precision_for(torch.device("cpu"), "auto") is torch.bfloat16
+    assert precision_for(torch.device("cpu"), "fp32") is None  # an explicit choice is kept
+
+
+def test_training_loaders_bucket_by_default():
+    from lora_lab.settings import gpt2_backbone
+
+    bb = gpt2_backbone("tiny", lambda n: None)
+    assert isinstance(bb.loader(_Toy(), 8, shuffle=True).sampler, LengthBucketSampler)
+    assert not isinstance(bb.loader(_Toy(), 8, shuffle=True, bucket=False).sampler, LengthBucketSampler)
+    assert not isinstance(bb.loader(_Toy(), 8).sampler, LengthBucketSampler)  # evaluation keeps its order

@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from lora_lab.gpt2 import GPT, PRESETS, linear_shapes
-from lora_lab.lora import (AdapterMismatchError, load_adapter, lora_layers, mark_only_lora_trainable,
-                           replace_linear_with_lora, save_adapter)
+from lora_lab.lora import (
+    AdapterMismatchError,
+    load_adapter,
+    lora_layers,
+    mark_only_lora_trainable,
+    replace_linear_with_lora,
+    save_adapter,
+)
 from lora_lab.mixed_batch import BASE, MixedAdapterModel, MultiLoRALinear, PerRowModule, serving_memory
 
 X = torch.randint(0, 50257, (7, 10), generator=torch.Generator().manual_seed(0))
