@@ -255,7 +255,8 @@ def end_to_end(shape="gpt2", methods=("lora", "full"), epochs=5, device="cpu") -
             m = run(FinetuneConfig(model=shape, weights="random", method=method, epochs=epochs, device=device,
                                    out=tmp, plot=False))["metrics"]
         rows.append({"shape": shape, "method": method, "epochs": epochs, "wall_s_with_eval": m["wall_s_with_eval"],
-                     "peak_mem_mb": m["peak_mem_mb"], "tokens_per_s": m["tokens_per_s"]})
+                     "peak_mem_mb": m["peak_mem_mb"], "tokens_per_s": m["tokens_per_s"], "precision": m["precision"],
+                     "bucket": m["bucket"]})
     return rows
 
 
