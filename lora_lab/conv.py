@@ -11,7 +11,7 @@ LoRA on that matrix, ``dW = scaling * B @ A`` with
 * ``B``: ``out x rank``, stored as ``(out, rank, 1, 1)``. It mixes the ``rank`` channels into ``out``
   channels at each pixel, on its own, without looking at neighbours: a 1x1 convolution.
 
-``B(A(x))`` and ``conv(x, dW)`` are the same numbers, and ``dW`` has rank at most ``rank`` in the matrix
+``scaling * B(A(x))`` and ``conv(x, dW)`` are the same numbers, and ``dW`` has rank at most ``rank`` in the matrix
 view. This is the layout PEFT uses (``lora_A = Conv2d(in, r, kernel, stride, padding)``,
 ``lora_B = Conv2d(r, out, 1)``), so weights copy across one to one; ``tests/test_conv.py`` checks outputs
 against PEFT's Conv2d LoRA. Everything else follows :mod:`lora_lab.lora`: scaling ``alpha/rank`` or rsLoRA's

@@ -26,12 +26,13 @@ from .exercises import _array, _is, _same_matrix, check
 from .lora import count_parameters, mark_only_lora_trainable
 
 __all__ = ["Task", "load_digits_images", "digit_tasks", "SmallCNN", "METHODS", "VisionConfig", "vision_config",
-           "make_model", "train", "accuracy", "run", "check_conv_lora_params", "check_conv_as_matrix"]
+           "make_model", "train", "accuracy", "run", "check_conv_lora_params", "check_conv_as_matrix", "BATCH_SIZE"]
 
 METHODS = ("head only", "LoRA", "full", "fresh")
 # the learning rate of each method, Adam: the head and LoRA (whose B starts at zero) take larger steps than full
 # fine-tuning of pretrained weights; a fresh model is trained like the pre-training
 LR = {"head only": 1e-2, "LoRA": 1e-2, "full": 2e-3, "fresh": 3e-3}
+BATCH_SIZE = 25  # the mini-batch of every adaptation run (:func:`train`'s default): 100 images, 4 batches an epoch
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +155,8 @@ def make_model(method: str, base: nn.Module, num_classes: int, *, rank: int = 4,
     return model
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, batch_size: int = 25,
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
+          batch_size: int = BATCH_SIZE,
           seed: int = 0) -> float:
     """Adam on the trainable parameters, shuffled mini-batches (order fixed by ``seed``); returns the seconds."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -229,12 +231,19 @@ def check_conv_lora_params(answer, in_channels: int, out_channels: int, kernel_s
         return check(True, "")
     if _is(answer, r * (i + o)):
         hint = "that is the Linear formula: A sees a whole k x k patch of every input channel, in*k*k numbers"
+    elif _is(answer, r * (o * k * k + i)):
+        hint = ("in and out swapped: A reads the input, so its k x k kernel spans the in channels (rank x in*k*k); "
+                "B writes the out channels (out x rank)")
     elif _is(answer, r * (i * k * k + o * k * k)):
         hint = "B is a 1x1 convolution: it mixes channels pixel by pixel, so it has no k x k kernel"
     elif _is(answer, o * i * k * k):
         hint = "that is the frozen kernel's size; count A and B"
     elif _is(answer, r * i * k * k * o):
         hint = "A and B are added to each other's counts, not multiplied"
+    elif _is(answer, r * i * k * k):
+        hint = "that is A alone (rank x in*k*k); add B, the 1x1 convolution from rank to out channels (out x rank)"
+    elif _is(answer, r * o):
+        hint = "that is B alone (out x rank); add A, the k x k kernel from in channels to rank (rank x in*k*k)"
     else:
         hint = "A: rank x (in*k*k), B: out x rank"
     return check(False, hint)
@@ -247,13 +256,20 @@ def check_conv_as_matrix(answer, conv: nn.Conv2d) -> bool:
     if _same_matrix(answer, expected):
         return check(True, "")
     got = _array(answer)
-    if got is not None and got.shape == tuple(expected.T.shape) and got.shape != tuple(expected.shape):
+    want = _array(expected)
+    # the same numbers in another order (a .T, a permute, a reshape to the wrong shape)? else they are not the kernel's
+    same_numbers = (got is not None and got.size == want.size
+                    and bool(np.allclose(np.sort(got, axis=None), np.sort(want, axis=None), rtol=1e-5, atol=1e-6)))
+    if got is not None and got.shape == want.T.shape and _same_matrix(got.T, want):
         hint = "transposed: one row per output channel (filter), one column per number in a patch"
-    elif got is not None and got.shape == tuple(expected.shape):
+    elif got is not None and got.shape == want.shape and same_numbers:
         hint = ("right shape, wrong order: keep each filter's numbers together in PyTorch's (in, kh, kw) order, "
                 "as weight.reshape(out, -1) does (a .T or a permute before reshaping scrambles them)")
-    elif got is not None and got.size == expected.numel():
-        hint = f"the numbers are there, but the shape should be {tuple(expected.shape)}: (out, in*kh*kw)"
+    elif same_numbers:
+        hint = f"the numbers are there, but the shape should be {tuple(want.shape)}: (out, in*kh*kw)"
+    elif got is not None and got.size == want.size:
+        hint = (f"right size, but these are not this conv's numbers (another layer's kernel, or a copy whose values "
+                f"changed, e.g. rounded to float16?): reshape this conv's weight to {tuple(want.shape)}")
     else:
         hint = "reshape conv.weight, (out, in, kh, kw), to (out, in*kh*kw): one row per filter"
     return check(False, hint)

@@ -229,6 +229,11 @@ class RankApprox:
     def stored_share(self) -> float:
         return self.stored / self.full
 
+    @property
+    def break_even(self) -> int:
+        """The highest rank whose factors, ``k (m + n + 1)`` numbers, still fit in the matrix's ``m n``."""
+        return self.full // (self.stored // self.k)
+
 
 class LowRank:
     """A matrix and its SVD, computed once, so that any rank ``k`` is a cheap product (fast enough for a
@@ -268,6 +273,10 @@ class LowRank:
     def bounds(self) -> np.ndarray:
         """The Eckart-Young relative error for every k = 1 .. max_rank."""
         return (torch.sqrt(self._tail[1:self.max_rank + 1]) / (self.norm or 1.0)).numpy()
+
+    def rank_for(self, rel_error: float) -> int | None:
+        """The smallest rank whose Eckart-Young error is at most ``rel_error`` (None if no rank reaches it)."""
+        return next((i for i, b in enumerate(self.bounds(), 1) if b <= rel_error), None)
 
     def at(self, k) -> RankApprox:
         k = self.check_rank(k)
@@ -340,7 +349,7 @@ def draw_spectrum(decay: float, k: int, m: int = 200, n: int = 120) -> Figure:
     a2.semilogy(np.arange(1, low.max_rank + 1), np.maximum(low.bounds(), 1e-17), label="Eckart–Young bound")
     a2.semilogy([k], [max(r.rel_error, 1e-17)], "o", ms=10, color="tab:red", label=f"measured: {r.rel_error:.2e}")
     a2.axvline(k, color="tab:red", lw=1, ls=":")
-    need = next((i for i, b in enumerate(low.bounds(), 1) if b <= 0.01), None)
+    need = low.rank_for(0.01)
     a2.set(xlabel="rank k kept", ylabel="relative error (log)", ylim=(1e-10, 2))
     a2.set_title(f"rank {k}: error {r.rel_error:.2e}; 1% error needs rank {need}", fontsize=12)
     a2.legend(fontsize=10)
@@ -364,7 +373,9 @@ def rank_slider(matrix, k: int = 20, *, title: str = "truncated SVD", show: bool
 def rank_summary(r: RankApprox) -> Report:
     """The numbers behind the rank-k picture, as text (readable without the image)."""
     text = (f"rank {r.k}: {r.stored:,} numbers stored of {r.full:,} ({r.stored_share:.1%}); relative error "
-            f"{r.rel_error:.4f}, Eckart–Young bound {r.bound:.4f}; energy kept {r.energy:.2%}")
+            f"{r.rel_error:.4f}, Eckart–Young bound {r.bound:.4f}; energy kept {r.energy:.2%}. Above rank "
+            f"{r.break_even} the factors would store more numbers than the matrix ({r.full:,} / "
+            f"{r.stored // r.k:,} per rank)")
     return Report(f'<div style="font-size:15px">{escape(text)}</div>', text)
 
 
@@ -467,7 +478,18 @@ class LoRABudget:
     max_rank: int  # the smallest wrapped layer's smaller side
 
     @property
+    def base(self) -> int:
+        """Parameters of the classifier before LoRA (transformer + new head): what full fine-tuning trains."""
+        return self.total - self.lora
+
+    @property
     def share(self) -> float:
+        """LoRA parameters / the base's, the denominator of notebook 2's section 4 table."""
+        return self.lora / self.base
+
+    @property
+    def trainable_share(self) -> float:
+        """Trainable (LoRA + head) / every parameter of the wrapped model, as ``count_parameters`` reports it."""
         return self.trainable / self.total
 
     @property
@@ -526,14 +548,16 @@ def _size(b: int) -> str:
 
 def budget_report(b: LoRABudget) -> Report:
     """The calculator's answer as a table (HTML and plain text)."""
-    full_state = 8 * b.total
-    rows = [("model", f"{b.model} as a 2-class classifier: {b.total:,} parameters"),
+    full_state = 8 * b.base  # full fine-tuning trains the base classifier: no LoRA parameters
+    rows = [("model", f"{b.model} as a 2-class classifier: {b.base:,} parameters (+ LoRA = {b.total:,})"),
             ("LoRA on", f"{b.target}: {b.layers} Linear layers, rank {b.rank}"),
             ("LoRA parameters", f"{b.formula}  (formula = count on the meta device ✓)"),
-            ("trainable", f"{b.lora:,} LoRA + {b.head:,} head = {b.trainable:,} ({b.share:.3%} of the model)"),
+            ("trainable", f"{b.lora:,} LoRA + {b.head:,} head = {b.trainable:,}"),
+            ("share", f"LoRA / base = {b.share:.3%}; trainable / (base + LoRA) = {b.trainable_share:.3%} "
+                      f"(what count_parameters reports)"),
             ("adapter file", f"{_size(b.adapter_bytes)} ({b.adapter_bytes:,} bytes, fp32 safetensors)"),
             ("AdamW state", f"{_size(b.adamw_bytes)} (8 bytes × {b.trainable:,}); full fine-tuning: "
-                            f"{_size(full_state)}, {full_state / b.adamw_bytes:.0f}× more"),
+                            f"{_size(full_state)} (8 bytes × {b.base:,}), {full_state / b.adamw_bytes:.0f}× more"),
             ("scaling", f"{b.rule} with α = {b.alpha:g}, r = {b.rank}: the update is multiplied by {b.scaling:.4g}")]
     text = "\n".join(f"{k:>16}: {v}" for k, v in rows)
     html = ('<table style="font-size:14px">' + "".join(

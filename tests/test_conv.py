@@ -410,6 +410,12 @@ def test_check_conv_lora_params(capsys):
               [4 * (32 + 64), 4 * (32 * 9 + 64 * 9), 64 * 32 * 9, 4 * 32 * 9 * 64, right + 1, 4 * 32 * 9], 32, 64, 3, 4)
     check_conv_lora_params(4 * (32 + 64), 32, 64, 3, 4)
     assert "Linear formula" in capsys.readouterr().out
+    hints = {4 * (64 * 9 + 32): "in and out swapped",  # r(o*k*k + i): A's kernel over the out channels
+             4 * 32 * 9: "that is A alone", 64 * 4: "that is B alone",
+             4 * (32 * 9 + 64 * 9): "B is a 1x1 convolution"}
+    for wrong, hint in hints.items():
+        assert check_conv_lora_params(wrong, 32, 64, 3, 4) is False
+        assert hint in capsys.readouterr().out, (wrong, hint)
 
 
 def test_check_conv_as_matrix(capsys):
@@ -426,3 +432,24 @@ def test_check_conv_as_matrix(capsys):
     assert "transposed" in capsys.readouterr().out
     check_conv_as_matrix(W.permute(0, 2, 3, 1).reshape(32, -1), conv)
     assert "wrong order" in capsys.readouterr().out
+
+
+def test_check_conv_as_matrix_says_wrong_order_only_for_the_kernels_own_numbers(capsys):
+    from lora_lab.vision import check_conv_as_matrix
+
+    torch.manual_seed(0)
+    conv, other = nn.Conv2d(16, 32, 3), nn.Conv2d(16, 32, 3)
+    W = conv.weight.detach()
+    cases = {  # answer -> (what the hint must say, what it must not say)
+        W.transpose(0, 1).reshape(32, -1): ("wrong order", "not this conv's numbers"),  # a real scramble
+        other.weight.detach().reshape(32, -1): ("not this conv's numbers", "wrong order"),  # another conv's kernel
+        W.reshape(32, -1).half(): ("not this conv's numbers", "wrong order"),  # a float16 copy: values rounded
+        W.reshape(32, -1) * 2: ("not this conv's numbers", "wrong order"),
+        W.reshape(144, 32): ("the shape should be (32, 144)", "transposed"),  # right numbers, not a transpose
+        W.reshape(32, -1).T: ("transposed", "wrong order"),
+        other.weight.detach().reshape(32, -1).T: ("not this conv's numbers", "transposed"),
+    }
+    for answer, (say, never) in cases.items():
+        assert check_conv_as_matrix(answer, conv) is False
+        out = capsys.readouterr().out
+        assert say in out and never not in out, (tuple(answer.shape), out)

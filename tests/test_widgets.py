@@ -76,6 +76,17 @@ def test_decaying_matrix_has_the_chosen_spectrum():
             W.decaying_matrix(bad)
 
 
+def test_rank_for_and_break_even_are_the_numbers_notebook_1_quotes(photo):
+    need = {d: W.LowRank(W.decaying_matrix(d)).rank_for(0.01) for d in (0.6, 0.95)}
+    assert need == {0.6: 10, 0.95: 90}  # notebook 1, section 3's markdown
+    low = W.LowRank(photo)
+    r = low.at(3)
+    m, n = low.shape
+    assert (r.break_even + 1) * (m + n + 1) > m * n >= r.break_even * (m + n + 1)  # the last rank that still fits
+    assert f"Above rank {r.break_even} the factors" in W.rank_summary(r).text
+    assert [W.LowRank(np.eye(4)).rank_for(e) for e in (0.9, 0.6, 0.4)] == [1, 3, 4]  # errors √(3/4), √(1/4), 0
+
+
 def test_spectrum_slider_faster_decay_needs_less_rank():
     it = W.spectrum_slider(decay=0.95, k=10, show=False)
     slow = it.result.axes[1].get_title()
@@ -97,6 +108,18 @@ def test_budget_counts_match_the_package_and_the_notebooks():
     assert att.lora + mlp.lora == b.lora and att.layers == mlp.layers == 24
     assert W.lora_budget("gpt2-xl", 8).lora == lora_parameter_count(
         [(i, o) for _, i, o in linear_shapes(PRESETS["gpt2-xl"])], 8)
+
+
+def test_budget_report_counts_full_fine_tuning_on_the_base_not_on_base_plus_lora():
+    b = W.lora_budget("gpt2", 16, "all", 16, "α/r")
+    assert b.base == 124_441_346 == b.total - b.lora  # GPT-2 124M + the 768 x 2 head, before LoRA
+    assert round(100 * b.share, 3) == 1.896  # LoRA / base: notebook 2's section 4 table at rank 16
+    assert round(100 * b.trainable_share, 3) == 1.862  # trainable / (base + LoRA): count_parameters, notebook 4
+    text = W.budget_report(b).text
+    assert "124,441,346 parameters (+ LoRA = 126,800,642)" in text
+    assert "LoRA / base = 1.896%" in text and "trainable / (base + LoRA) = 1.862%" in text
+    assert "full fine-tuning: 949.41 MiB (8 bytes × 124,441,346), 53× more" in text  # section 5 says 53x too
+    assert "967.41" not in text and "54×" not in text
 
 
 def test_budget_for_minilm_matches_notebook_4():
@@ -155,6 +178,9 @@ def test_first_update_is_notebook_2s_measurement():
     assert round(W.first_update_norm(256, "α/r"), 3) == 0.012
     assert round(W.first_update_norm(256, "raw α"), 3) == 3.016
     assert round(W.first_update_norm(1, "raw α", "textbook"), 3) == 2.324
+    # the table's "α/r, α = r" column is α/r with the α box set to the rank (notebook 2, cell 475a16a4)
+    assert [round(W.first_update_norm(r, "α/r", alpha=float(r)), 3) for r in (1, 4, 64)] == [0.009, 0.019, 0.081]
+    assert round(W.first_update_norm(1, "α/r", "textbook", alpha=1.0), 3) == 0.145
     flat = [W.first_update_norm(r, "rsLoRA α/√r") for r in W.UPDATE_RANKS]
     assert max(flat) / min(flat) < 1.4  # rsLoRA with the peft init: roughly rank-independent
     for bad in (0, 257):
