@@ -143,6 +143,40 @@ def quality_table(result: dict):
                          "tokens_per_s_mean": g["tokens_per_s"].mean()}).reset_index()
 
 
+def quality_figure(result: dict):
+    """Validation loss per epoch for every run (left: LoRA, right: full), one colour per precision, and the
+    test accuracy of each run as dots: the picture of "does bf16 (or bucketing) change the training?"."""
+    import matplotlib.pyplot as plt
+
+    from .plots import style
+
+    style()
+    colors = {"fp32": "tab:blue", "bf16": "tab:orange", "bf16+bucket": "tab:green"}
+    methods = sorted({r["method"] for r in result["runs"]}, key=["lora", "full"].index)
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 3.8))
+    for ax, method in zip(axes, methods):
+        for r in (r for r in result["runs"] if r["method"] == method):
+            c = r["curves"]
+            ax.plot(c["epoch"], c["val_loss"], "o-", color=colors.get(r["precision_asked"]), alpha=0.7,
+                    label=r["precision_asked"] if r["seed"] == 123 else None)
+        seeds = len({r["seed"] for r in result["runs"] if r["method"] == method})
+        ax.set(title=f"{method}: validation loss per epoch ({seeds} seeds)", xlabel="epoch", ylabel="loss",
+               xticks=sorted({e for r in result["runs"] for e in r["curves"]["epoch"]}))
+        ax.legend()
+    ax = axes[-1]
+    for i, method in enumerate(methods):
+        for j, prec in enumerate(colors):
+            accs = [100 * r["test_acc"] for r in result["runs"]
+                    if r["method"] == method and r["precision_asked"] == prec]
+            ax.plot([i * 4 + j] * len(accs), accs, "o", color=colors[prec], label=prec if i == 0 else None)
+    ax.set_xticks([1, 5], methods)
+    ax.set(title="test accuracy of each run", ylabel="%")
+    ax.legend()
+    fig.suptitle(f"fp32 vs bf16 autocast on {result['cpu']}, all-MiniLM-L6-v2", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None):
     from .bench import _slug, device_name
 
@@ -154,6 +188,8 @@ def main(argv=None):
     q.add_argument("--seeds", type=int, nargs="+", default=[123, 124, 125])
     q.add_argument("--methods", nargs="+", default=["lora", "full"])
     sub.add_parser("probe", help="this CPU's bf16 capability and the measured probe")
+    rep = sub.add_parser("report", help="the table and figure of a quality-check file")
+    rep.add_argument("file")
     args = ap.parse_args(argv)
     if args.cmd == "probe":
         native = cpu_has_native_bf16()
@@ -161,6 +197,13 @@ def main(argv=None):
         if native:
             print(json.dumps(probe_cpu_bf16(), indent=1))
         print(f"precision='auto' on this CPU: {cpu_autocast_dtype() or 'fp32'}")
+        return
+    if args.cmd == "report":
+        res = json.loads(Path(args.file).read_text())
+        print(quality_table(res).to_string(index=False))
+        png = Path(args.file).with_suffix(".png")
+        quality_figure(res).savefig(png, dpi=110, bbox_inches="tight")
+        print(f"wrote {png}")
         return
     out = Path(args.out or f"benchmarks/bf16-quality-{_slug(device_name('cpu'))}.json")
     res = quality_check(out, seeds=tuple(args.seeds), methods=tuple(args.methods))
