@@ -361,7 +361,8 @@ def run_all(shapes, methods, *, device="cpu", steps=20, warmup=5, ablations=True
 # --- reporting ----------------------------------------------------------------------------------
 def committed_results() -> list[tuple[str, dict]]:
     """``(file name, result)`` for every committed benchmark JSON: the checkout's ``benchmarks/`` folder,
-    else the copy that ships inside the installed package (``lora_lab.benchmarks``, e.g. on Colab)."""
+    else the copy that ships inside the installed package (``lora_lab.benchmarks``, e.g. on Colab). Other
+    results kept there (the bf16 quality check, the claims) have no ``results`` table and are left out."""
     repo = Path(__file__).resolve().parent.parent / "benchmarks"
     if repo.is_dir():
         files = sorted(repo.glob("*.json"))
@@ -373,7 +374,8 @@ def committed_results() -> list[tuple[str, dict]]:
                            key=lambda p: p.name)
         except ModuleNotFoundError:
             files = []
-    return [(f.name, json.loads(f.read_text())) for f in files]
+    loaded = [(f.name, json.loads(f.read_text())) for f in files]
+    return [(name, res) for name, res in loaded if isinstance(res, dict) and "results" in res]
 
 
 def summary_table(result: dict):
