@@ -32,7 +32,7 @@ Modules, each named after the idea it holds (tests/test_settings.py checks that 
 """
 from . import threads as _threads
 
-_threads.configure()  # before anything loads torch: polite OpenMP waiting, no tokenizer thread pool (see threads)
+_threads.configure()  # before anything loads torch: no tokenizer thread pool; opt-in polite OpenMP waiting (threads)
 
 from .data import balanced_split, load_sms_spam
 from .gpt2 import GPT, GPTConfig, load_pretrained

@@ -1,5 +1,6 @@
 """The CPU speed-ups: length-bucketed batches, the bf16 decision, thread settings."""
 import collections
+import sys
 
 import pytest
 import torch
@@ -100,16 +101,23 @@ def test_probe_measures_both_formats():
     assert r["fp32_ms"] > 0 and r["bf16_ms"] > 0 and r["speedup"] == pytest.approx(r["fp32_ms"] / r["bf16_ms"])
 
 
-def test_thread_defaults_respect_the_user():
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+def test_thread_defaults_respect_the_user(monkeypatch):
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "LORA_LAB_THREADS": "polite"}
+    monkeypatch.delitem(sys.modules, "torch")  # as if lora_lab were imported first; restored after the test
     applied = threads.configure(env)
     assert env["OMP_WAIT_POLICY"] == "ACTIVE" and "OMP_WAIT_POLICY" not in applied
     assert env["TOKENIZERS_PARALLELISM"] == "false"
     assert threads.configure({"LORA_LAB_THREADS": "keep"}) == {}
 
 
+def test_polite_waiting_is_opt_in(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch")
+    assert "OMP_WAIT_POLICY" not in threads.configure({})  # default: libgomp's own (fastest alone)
+    assert threads.configure({"LORA_LAB_THREADS": "polite"})["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
 def test_wait_policy_is_not_claimed_once_torch_is_loaded():
-    env = {}
+    env = {"LORA_LAB_THREADS": "polite"}
     applied = threads.configure(env)  # torch is imported in this process
     assert "OMP_WAIT_POLICY" not in env and "OMP_WAIT_POLICY" not in applied
 
