@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lora import DEFAULT_EXCLUDE, LoRALayer, _check_hparams, _check_init, _is_target, _NoGradThroughMerged, _plain
+from .lora import DEFAULT_EXCLUDE, LoRALayer, _check_hparams, _check_init, _LoRAWrapper, _plain, _wrap_layers
 
 __all__ = ["Conv2dLoRALayer", "Conv2dWithLoRA", "replace_conv2d_with_lora", "conv_lora_parameter_count",
            "check_conv2d_supported"]
@@ -130,37 +130,25 @@ def _delta(A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
     return (B.flatten(1) @ A.flatten(1)).view(B.shape[0], *A.shape[1:]) * scaling
 
 
-def _wide(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
-
-
-class Conv2dWithLoRA(nn.Module):
+class Conv2dWithLoRA(_LoRAWrapper):
     """A frozen-able ``nn.Conv2d`` plus a :class:`Conv2dLoRALayer`: ``conv(x) + lora(x)``.
 
-    The Conv2d twin of :class:`lora_lab.lora.LinearWithLoRA`, with the same options and the same rules:
-    ``merge()`` folds ``delta_weight`` into ``conv.weight`` (the merged layer is one plain convolution, as
-    fast as the base), ``unmerge()`` takes it out exactly, both idempotent; training through a merged layer
-    raises instead of silently learning nothing.
+    The Conv2d twin of :class:`lora_lab.lora.LinearWithLoRA`, with the same options and the same rules
+    (one shared implementation, :class:`lora_lab.lora._LoRAWrapper`): ``merge()`` folds ``delta_weight`` into
+    ``conv.weight`` (the merged layer is one plain convolution, as fast as the base), ``unmerge()`` takes it out
+    exactly (bit for bit in fp16/bf16), both idempotent; training through a merged layer raises instead of
+    silently learning nothing. Only two things are the convolution's own: the base layer it holds and how
+    ``A`` and ``B`` fold into a kernel (:func:`_delta`).
     """
+
+    _base_attr = "conv"
 
     def __init__(self, conv: nn.Conv2d, rank: int, alpha: float, *, dropout: float = 0.0,
                  use_rslora: bool = False, init: str = "peft"):
-        super().__init__()
         check_conv2d_supported(conv)
-        self.conv = conv
-        self.lora = Conv2dLoRALayer(conv.in_channels, conv.out_channels, conv.kernel_size, rank, alpha,
-                                    stride=conv.stride, padding=conv.padding, dropout=dropout,
-                                    use_rslora=use_rslora, init=init)
-        w = conv.weight
-        if w.device.type != "meta":
-            self.lora.to(device=w.device, dtype=w.dtype if w.dtype.is_floating_point else None)
-        else:
-            self.lora.to(device="meta")
-        self.merged = False
-        self.register_buffer("_weight_before_merge", None, persistent=False)
-        self.register_buffer("_merged_A", None, persistent=False)
-        self.register_buffer("_merged_B", None, persistent=False)
-        self._merged_scaling = None
+        super().__init__(conv, Conv2dLoRALayer(conv.in_channels, conv.out_channels, conv.kernel_size, rank, alpha,
+                                               stride=conv.stride, padding=conv.padding, dropout=dropout,
+                                               use_rslora=use_rslora, init=init))
 
     @staticmethod
     def lora_shapes(conv: nn.Conv2d, rank: int) -> dict[str, tuple[int, ...]]:
@@ -168,45 +156,8 @@ class Conv2dWithLoRA(nn.Module):
         kh, kw = conv.kernel_size
         return {"A": (rank, conv.in_channels, kh, kw), "B": (conv.out_channels, rank, 1, 1)}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged:
-            out = self.conv(x)
-            if self.training and torch.is_grad_enabled() and (self.lora.A.requires_grad or self.lora.B.requires_grad):
-                out = _NoGradThroughMerged.apply(out, self.lora.A if self.lora.A.requires_grad else self.lora.B)
-            return out
-        return self.conv(x) + self.lora(x)
-
-    @torch.no_grad()
-    def merge(self) -> "Conv2dWithLoRA":
-        """Fold ``delta_weight`` into the frozen kernel, with :meth:`LinearWithLoRA.merge`'s bookkeeping (fp32/fp64:
-        keep the merged ``A``, ``B``, scaling; fp16/bf16: keep the weight), so unmerge gives it back. Idempotent."""
-        if not self.merged:
-            w, lora = self.conv.weight, self.lora
-            A, B = lora.A.detach(), lora.B.detach()
-            if w.dtype in (torch.float32, torch.float64):
-                self._merged_A, self._merged_B, self._merged_scaling = A.clone(), B.clone(), lora.scaling
-            else:
-                self._weight_before_merge = w.detach().clone()
-            w.copy_((_wide(w) + _delta(_wide(A), _wide(B), lora.scaling)).to(w.dtype))
-            self.merged = True
-        return self
-
-    @torch.no_grad()
-    def unmerge(self) -> "Conv2dWithLoRA":
-        """Take the update back out of the kernel, exactly as it went in. Idempotent."""
-        if self.merged:
-            w = self.conv.weight
-            if self._weight_before_merge is not None:
-                w.copy_(self._weight_before_merge)
-            else:
-                delta = _delta(_wide(self._merged_A), _wide(self._merged_B), self._merged_scaling)
-                w.copy_((_wide(w) - delta).to(w.dtype))
-            self._weight_before_merge = self._merged_A = self._merged_B = self._merged_scaling = None
-            self.merged = False
-        return self
-
-    def extra_repr(self) -> str:
-        return f"merged={self.merged}"
+    # the update as a (out, in, kh, kw) kernel: what merge() adds to conv.weight and unmerge() takes out
+    _delta = staticmethod(_delta)
 
 
 def replace_conv2d_with_lora(model: nn.Module, rank: int, alpha: float, *, target="all",
@@ -227,33 +178,9 @@ def replace_conv2d_with_lora(model: nn.Module, rank: int, alpha: float, *, targe
     if isinstance(target, str) and target != "all":
         raise ValueError(f"target for convolutions must be 'all' or a list of name patterns, got {target!r} "
                          "('attention' and 'mlp' name transformer layers)")
-    planned, existing, conflicts = [], [], []
-
-    def visit(module: nn.Module, prefix: str) -> None:
-        for child_name, child in module.named_children():
-            name = f"{prefix}{child_name}"
-            if isinstance(child, Conv2dWithLoRA):
-                if (child.lora.rank, child.lora.alpha, child.lora.use_rslora) != (rank, alpha, use_rslora):
-                    conflicts.append(f"{name} is already wrapped with rank={child.lora.rank}, "
-                                     f"alpha={child.lora.alpha}, use_rslora={child.lora.use_rslora}")
-                existing.append(name)
-            elif isinstance(child, nn.Conv2d):
-                if _is_target(name, target, exclude):
-                    check_conv2d_supported(child, name)
-                    planned.append((module, child_name, child, name))
-            else:
-                visit(child, f"{name}.")
-
-    visit(model, "")
-    if conflicts:
-        raise ValueError(f"{conflicts[0]}; cannot wrap it again with rank={rank}, alpha={alpha}, "
-                         f"use_rslora={use_rslora} ({len(conflicts)} layer(s) conflict; nothing was changed). "
-                         "Start from the base model, or use the same settings.")
-    new = [Conv2dWithLoRA(child, rank, alpha, dropout=dropout, use_rslora=use_rslora, init=init)
-           for _, _, child, _ in planned]
-    for (module, child_name, _, _), layer in zip(planned, new):
-        setattr(module, child_name, layer)
-    if not planned and not existing:
+    wrapped, existing = _wrap_layers(model, Conv2dWithLoRA, nn.Conv2d, rank, alpha, target=target, exclude=exclude,
+                                     dropout=dropout, use_rslora=use_rslora, init=init, check=check_conv2d_supported)
+    if not wrapped and not existing:
         convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
         hint = (f"its Conv2d layers are {convs[:6]}{' ...' if len(convs) > 6 else ''}; check target={target!r} "
                 f"and exclude={tuple(exclude)!r}") if convs else "it has no nn.Conv2d layer at all"

@@ -237,25 +237,26 @@ class _NoGradThroughMerged(torch.autograd.Function):
         raise RuntimeError(_MERGED_TRAINING)
 
 
-class LinearWithLoRA(nn.Module):
-    """A frozen-able ``nn.Linear`` plus a :class:`LoRALayer`: ``linear(x) + lora(x)``.
+class _LoRAWrapper(nn.Module):
+    """What every LoRA wrapper shares: a base layer, its :class:`LoRALayer`-like ``lora``, and exact merge/unmerge.
 
-    ``merge()`` folds the update into ``linear.weight`` (no extra cost at inference);
-    ``unmerge()`` takes it back out so training can continue. Merging twice is a no-op.
-    A merged layer is for inference only: a backward pass through it in training mode, with
-    ``A``/``B`` trainable, raises, because the merged forward gives ``A`` and ``B`` no gradient and
-    training would silently learn nothing. (The forward pass itself still works in any mode.)
+    A wrapped layer computes ``base(x) + lora(x)``. The two wrappers (:class:`LinearWithLoRA`,
+    :class:`lora_lab.conv.Conv2dWithLoRA`) differ only in the base layer they hold (``linear`` or ``conv``, the
+    attribute named by ``_base_attr``, kept so that state-dict keys stay ``linear.weight`` / ``conv.weight``) and
+    in how ``A`` and ``B`` become a weight-shaped update (:meth:`_delta`). Everything else lives here, once, so
+    that the merge rules below cannot drift apart between the two: where the LoRA module is placed, the merge
+    bookkeeping, the guard against training through a merged layer.
     """
 
-    def __init__(self, linear: nn.Linear, rank: int, alpha: float, *,
-                 dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
+    _base_attr: str  # "linear" or "conv": the attribute that holds the wrapped layer
+
+    def __init__(self, base: nn.Module, lora: nn.Module):
         super().__init__()
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
-        self.linear = linear
-        self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha,
-                              dropout=dropout, use_rslora=use_rslora, init=init)
-        w = linear.weight
+        setattr(self, self._base_attr, base)
+        self.lora = lora
+        # A and B live where the frozen weight lives, in its dtype, so that base(x) + lora(x) needs no
+        # conversion; a model built on the meta device (no memory yet) gets meta A and B too
+        w = base.weight
         if w.device.type != "meta":
             self.lora.to(device=w.device, dtype=w.dtype if w.dtype.is_floating_point else None)
         else:
@@ -267,26 +268,31 @@ class LinearWithLoRA(nn.Module):
         self.register_buffer("_merged_B", None, persistent=False)
         self._merged_scaling = None
 
+    @property
+    def _base(self) -> nn.Module:
+        return getattr(self, self._base_attr)
+
     @staticmethod
-    def lora_shapes(linear: nn.Linear, rank: int) -> dict[str, tuple[int, ...]]:
-        """The shapes of ``lora.A`` and ``lora.B`` for this layer and rank (what an adapter file must hold)."""
-        return {"A": (linear.in_features, rank), "B": (rank, linear.out_features)}
+    def _delta(A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
+        """``scaling * B A`` shaped like the base layer's weight (each wrapper says how)."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self._base
         if self.merged:
-            out = self.linear(x)
+            out = base(x)
             if self.training and torch.is_grad_enabled() and (self.lora.A.requires_grad or self.lora.B.requires_grad):
                 out = _NoGradThroughMerged.apply(out, self.lora.A if self.lora.A.requires_grad else self.lora.B)
             return out
-        return self.linear(x) + self.lora(x)
+        return base(x) + self.lora(x)
 
     @staticmethod
     def _wide(t: torch.Tensor) -> torch.Tensor:
         return t.to(torch.float64 if t.dtype == torch.float64 else torch.float32)
 
     @torch.no_grad()
-    def merge(self) -> "LinearWithLoRA":
-        """Fold ``scaling * (A @ B)`` into the frozen weight. Idempotent.
+    def merge(self):
+        """Fold the update ``scaling * B A`` into the frozen weight. Idempotent.
 
         Why the bookkeeping: ``(W + d) - d`` is not exactly ``W`` in floating point. In fp16/bf16 one
         merge/unmerge cycle is off by about one unit in the last place, and by more when ``B`` changed
@@ -299,30 +305,30 @@ class LinearWithLoRA(nn.Module):
           numbers); unmerge subtracts exactly that update (error: a rounding step of the weight's own
           precision), even if ``A`` or ``B`` changed since.
 
-        Do not edit ``linear.weight`` while the layer is merged: in fp16/bf16, unmerge puts back the weight
-        kept aside, and the edit would be lost.
+        Do not edit the wrapped weight (``linear.weight``, ``conv.weight``) while the layer is merged: in
+        fp16/bf16, unmerge puts back the weight kept aside, and the edit would be lost.
         """
         if not self.merged:
-            w, lora = self.linear.weight, self.lora
+            w, lora = self._base.weight, self.lora
             A, B = lora.A.detach(), lora.B.detach()
             if w.dtype in (torch.float32, torch.float64):
                 self._merged_A, self._merged_B, self._merged_scaling = A.clone(), B.clone(), lora.scaling
             else:
                 self._weight_before_merge = w.detach().clone()
-            delta = (self._wide(A) @ self._wide(B)).T * lora.scaling
+            delta = self._delta(self._wide(A), self._wide(B), lora.scaling)
             w.copy_((self._wide(w) + delta).to(w.dtype))
             self.merged = True
         return self
 
     @torch.no_grad()
-    def unmerge(self) -> "LinearWithLoRA":
+    def unmerge(self):
         """Take the update back out of the frozen weight, exactly as it went in (see :meth:`merge`). Idempotent."""
         if self.merged:
-            w = self.linear.weight
+            w = self._base.weight
             if self._weight_before_merge is not None:
                 w.copy_(self._weight_before_merge)
             else:
-                delta = (self._wide(self._merged_A) @ self._wide(self._merged_B)).T * self._merged_scaling
+                delta = self._delta(self._wide(self._merged_A), self._wide(self._merged_B), self._merged_scaling)
                 w.copy_((self._wide(w) - delta).to(w.dtype))
             self._weight_before_merge = self._merged_A = self._merged_B = self._merged_scaling = None
             self.merged = False
@@ -330,6 +336,37 @@ class LinearWithLoRA(nn.Module):
 
     def extra_repr(self) -> str:
         return f"merged={self.merged}"
+
+
+class LinearWithLoRA(_LoRAWrapper):
+    """A frozen-able ``nn.Linear`` plus a :class:`LoRALayer`: ``linear(x) + lora(x)``.
+
+    ``merge()`` folds the update into ``linear.weight`` (no extra cost at inference);
+    ``unmerge()`` takes it back out so training can continue. Merging twice is a no-op.
+    A merged layer is for inference only: a backward pass through it in training mode, with
+    ``A``/``B`` trainable, raises, because the merged forward gives ``A`` and ``B`` no gradient and
+    training would silently learn nothing. (The forward pass itself still works in any mode.)
+    The merge and unmerge rules (exact in fp16/bf16) are :class:`_LoRAWrapper`'s, shared with Conv2d.
+    """
+
+    _base_attr = "linear"
+
+    def __init__(self, linear: nn.Linear, rank: int, alpha: float, *,
+                 dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
+        super().__init__(linear, LoRALayer(linear.in_features, linear.out_features, rank, alpha,
+                                           dropout=dropout, use_rslora=use_rslora, init=init))
+
+    @staticmethod
+    def lora_shapes(linear: nn.Linear, rank: int) -> dict[str, tuple[int, ...]]:
+        """The shapes of ``lora.A`` and ``lora.B`` for this layer and rank (what an adapter file must hold)."""
+        return {"A": (linear.in_features, rank), "B": (rank, linear.out_features)}
+
+    @staticmethod
+    def _delta(A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
+        """``scaling * (A @ B)`` transposed to ``nn.Linear.weight``'s ``(out_dim, in_dim)``."""
+        return (A @ B).T * scaling
 
 
 def _is_target(name: str, target, exclude: Sequence[str]) -> bool:
@@ -346,6 +383,47 @@ def _is_target(name: str, target, exclude: Sequence[str]) -> bool:
     if isinstance(target, str):
         raise ValueError(f"target must be one of {TARGET_PRESETS} or a list of name patterns, got {target!r}")
     return any(fnmatch.fnmatchcase(name, p) for p in target)
+
+
+def _wrap_layers(model: nn.Module, wrapper: type, base_type: type, rank: int, alpha: float, *, target, exclude,
+                 dropout: float, use_rslora: bool, init: str, check=None) -> tuple[list[str], list[str]]:
+    """Wrap every ``base_type`` layer of ``model`` that ``target``/``exclude`` select in ``wrapper``, in place.
+
+    The one implementation behind :func:`replace_linear_with_lora` and
+    :func:`lora_lab.conv.replace_conv2d_with_lora`, in three steps so that an error leaves the model exactly as
+    it was (not half wrapped): 1. walk the model and plan, checking every layer (a layer already wrapped with
+    other settings is a conflict; ``check(layer, name)``, when given, may refuse a target); 2. build every
+    wrapper; 3. swap them in. Layers already wrapped with the same settings are left alone (no nested
+    wrappers). Returns the names wrapped now and the names that were wrapped already.
+    """
+    planned, existing, conflicts = [], [], []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for child_name, child in module.named_children():
+            name = f"{prefix}{child_name}"
+            if isinstance(child, wrapper):
+                if (child.lora.rank, child.lora.alpha, child.lora.use_rslora) != (rank, alpha, use_rslora):
+                    conflicts.append(f"{name} is already wrapped with rank={child.lora.rank}, "
+                                     f"alpha={child.lora.alpha}, use_rslora={child.lora.use_rslora}")
+                existing.append(name)
+            elif isinstance(child, base_type):
+                if _is_target(name, target, exclude):
+                    if check is not None:
+                        check(child, name)
+                    planned.append((module, child_name, child, name))
+            else:
+                visit(child, f"{name}.")
+
+    visit(model, "")  # 1. plan and check: nothing changed yet
+    if conflicts:
+        raise ValueError(f"{conflicts[0]}; cannot wrap it again with rank={rank}, alpha={alpha}, "
+                         f"use_rslora={use_rslora} ({len(conflicts)} layer(s) conflict; nothing was changed). "
+                         "Start from the base model, or use the same settings.")
+    new = [wrapper(child, rank, alpha, dropout=dropout, use_rslora=use_rslora, init=init)
+           for _, _, child, _ in planned]  # 2. build every wrapper (this can still fail: nothing changed yet)
+    for (module, child_name, _, _), layer in zip(planned, new):  # 3. swap them in
+        setattr(module, child_name, layer)
+    return [name for *_, name in planned], existing
 
 
 def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
@@ -367,32 +445,8 @@ def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
     """
     _check_hparams(rank, alpha, dropout)
     _check_init(init)
-    planned, existing, conflicts = [], [], []
-
-    def visit(module: nn.Module, prefix: str) -> None:
-        for child_name, child in module.named_children():
-            name = f"{prefix}{child_name}"
-            if isinstance(child, LinearWithLoRA):
-                if (child.lora.rank, child.lora.alpha, child.lora.use_rslora) != (rank, alpha, use_rslora):
-                    conflicts.append(f"{name} is already wrapped with rank={child.lora.rank}, "
-                                     f"alpha={child.lora.alpha}, use_rslora={child.lora.use_rslora}")
-                existing.append(name)
-            elif isinstance(child, nn.Linear):
-                if _is_target(name, target, exclude):
-                    planned.append((module, child_name, child, name))
-            else:
-                visit(child, f"{name}.")
-
-    visit(model, "")  # 1. plan and check: nothing changed yet
-    if conflicts:
-        raise ValueError(f"{conflicts[0]}; cannot wrap it again with rank={rank}, alpha={alpha}, "
-                         f"use_rslora={use_rslora} ({len(conflicts)} layer(s) conflict; nothing was changed). "
-                         "Start from the base model, or use the same settings.")
-    new = [LinearWithLoRA(child, rank, alpha, dropout=dropout, use_rslora=use_rslora, init=init)
-           for _, _, child, _ in planned]  # 2. build every wrapper (this can still fail: nothing changed yet)
-    for (module, child_name, _, _), layer in zip(planned, new):  # 3. swap them in
-        setattr(module, child_name, layer)
-    wrapped = [name for *_, name in planned]
+    wrapped, existing = _wrap_layers(model, LinearWithLoRA, nn.Linear, rank, alpha, target=target, exclude=exclude,
+                                     dropout=dropout, use_rslora=use_rslora, init=init)
     if not wrapped and not existing:
         linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
         hint = (f"its Linear layers are {linears[:6]}{' ...' if len(linears) > 6 else ''}; "
