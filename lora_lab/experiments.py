@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .lora import count_parameters, lora_state_dict
 from .methods import apply_method
-from .train import evaluate, make_optimizer, precision_for, set_seed, train_classifier
+from .train import evaluate, make_optimizer, set_seed, train_classifier
 
 __all__ = ["finetune", "seed_spread", "checkpoint_bytes", "memory_breakdown", "latency_ms"]
 
@@ -43,8 +43,7 @@ def finetune(backbone, method: str, train_ds, val_loader, test_loader=None, *, s
            "train_acc": float(hist["train_acc"].iloc[-1]), "train_s": float(hist["epoch_s"].sum()),
            "tokens_per_s": float(hist["tokens_per_s"].mean())}
     if test_loader is not None:
-        dev = torch.device(device)
-        test = evaluate(model, test_loader, dev, amp_dtype=precision_for(dev, precision))
+        test = evaluate(model, test_loader, torch.device(device))  # in fp32, whatever precision trained
         out["test_acc"], out["test_loss"] = test["accuracy"], test["loss"]
     out["precision"] = hist.attrs.get("precision")
     return out
