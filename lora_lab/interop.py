@@ -171,8 +171,8 @@ def _merged_weight(m: LinearWithLoRA) -> torch.Tensor:
     w = m.linear.weight.detach()
     if m.merged:
         return w
-    wide = LinearWithLoRA._wide
-    return (wide(w) + (wide(m.lora.A.detach()) @ wide(m.lora.B.detach())).T * m.lora.scaling).to(w.dtype)
+    wide = m._wide  # the wrapper's own merge arithmetic, so the export equals merge_lora to the last bit
+    return (wide(w) + m._delta(wide(m.lora.A.detach()), wide(m.lora.B.detach()), m.lora.scaling)).to(w.dtype)
 
 
 def _hf_state(model: nn.Module, lay: _Layout, *, merge: bool) -> tuple[dict, dict, bool]:
