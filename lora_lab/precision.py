@@ -96,9 +96,9 @@ def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
     interrupted check resumes. Runs alternate precisions for each seed, so a machine that slows down midway
     hits both formats alike.
     """
-    from .bench import _save, device_name
+    from .bench import _save
     from .experiments import finetune
-    from .nbtools import cpu_flags
+    from .nbtools import cpu_flags, device_name
     from .settings import get_settings, load_backbone, load_splits
 
     out = Path(out)
@@ -178,7 +178,8 @@ def quality_figure(result: dict):
 
 
 def main(argv=None):
-    from .bench import _slug, device_name
+    from .bench import _slug
+    from .nbtools import device_name
 
     ap = argparse.ArgumentParser(prog="python -m lora_lab.precision", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
