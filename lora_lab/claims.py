@@ -76,6 +76,11 @@ class ClaimsConfig:
     alpha: float = 16  # scaling alpha/rank, lora_lab's default rule; notebook 7: fine at every rank 1-64
     n_texts: int = 200  # unrelated sentences for the forgetting measures
     neighbours: int = 5
+    # how training runs: "auto" (the course default) is resolved to the dtype this machine trains in when a
+    # launch starts (bf16 autocast on a CPU with native bf16, else fp32) and stored resolved, so a resume on
+    # a machine that resolves it differently is refused instead of pooling bf16 and fp32 runs
+    precision: str = "auto"
+    bucket: bool = True  # length-bucketed training batches (lora_lab.bucketing), the course default
 
     def comparable(self) -> dict:
         """The fields that must match for runs to be pooled (sizes and seeds may grow between launches)."""
@@ -412,6 +417,13 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
     from .train import evaluate
 
     cfg = cfg or config_for(settings)
+    device = torch.device(device)
+    if cfg.precision == "auto":
+        from .train import precision_for
+
+        dtype = precision_for(device, "auto")
+        cfg = ClaimsConfig(**{**asdict(cfg), "precision": {None: "fp32", torch.bfloat16: "bf16",
+                                                           torch.float16: "fp16"}[dtype]})
     log = log or (lambda message: None)
     results_path = Path(results_path or DEFAULT_RESULTS[settings.profile])
     work_dir = Path(work_dir or REPO / "runs" / f"claims-{settings.profile}")
@@ -439,7 +451,6 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
         results["seeds"] = list(dict.fromkeys(results["seeds"] + list(cfg.seeds)))
     from .nbtools import machine
 
-    device = torch.device(device)
     results["launches"].append({"command": command or "run_claims()", "commit": _git_commit(),
                                 "machine": machine(device), "torch": torch.__version__,
                                 "python": platform.python_version(), "started": _now()})
@@ -484,7 +495,7 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
         log(f"[{_now()}] {key}: {len(sub)} training messages, {epoch_size} per epoch, {steps} steps ...")
         r = finetune(backbone, method, Repeated(train_ds, epoch_size), val_loader, test_loader, seed=seed,
                      epochs=cfg.epochs, batch_size=cfg.batch_size, rank=rank or cfg.rank, alpha=cfg.alpha, log=None,
-                     device=device)
+                     device=device, precision=cfg.precision, bucket=cfg.bucket)
         model = r["model"]
         fit = evaluate(model, backbone.loader(train_ds, 32), device)
         if method == "lora":
@@ -497,7 +508,7 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
                "epochs": cfg.epochs, "lr": r["lr"], "trainable": r["trainable"],
                "train_acc": fit["accuracy"], "train_loss": fit["loss"], "val_acc": r["val_acc"],
                "test_acc": r["test_acc"], "test_loss": r["test_loss"], "gap": fit["accuracy"] - r["test_acc"],
-               "train_s": round(r["train_s"], 1)}
+               "train_s": round(r["train_s"], 1), "precision": r["precision"]}
         row.update(forgetting(base_emb, embed(model, text_loader), cfg.neighbours))
         if lm_ids is not None:
             row["perplexity"] = perplexity(model, lm_ids)
