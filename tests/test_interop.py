@@ -18,6 +18,7 @@ from lora_lab.lora import (
     load_adapter,
     lora_layers,
     mark_only_lora_trainable,
+    merge_lora,
     replace_linear_with_lora,
     save_adapter,
 )
@@ -277,6 +278,23 @@ def test_lora_on_embeddings_is_refused_by_key(hf_tiny_dir, tmp_path):
 def test_per_layer_ranks_are_refused(hf_tiny_dir, tmp_path):
     peft_trained(hf_tiny_dir, tmp_path / "p", rank_pattern={"c_fc": 2})
     _expect_refused(load_pretrained(hf_tiny_dir).to_classifier(2), tmp_path / "p", "rank_pattern")
+
+
+@pytest.mark.parametrize("option, match", [({"alpha_pattern": {"c_fc": 2}}, "alpha_pattern"),
+                                           ({"bias": "all"}, "bias='all'")])
+def test_other_unrepresentable_options_are_refused(hf_tiny_dir, tmp_path, option, match):
+    peft_trained(hf_tiny_dir, tmp_path / "p", **option)
+    _expect_refused(load_pretrained(hf_tiny_dir).to_classifier(2), tmp_path / "p", match)
+
+
+def test_a_merged_model_is_not_saved_or_exported_as_a_base(hf_tiny_dir, tmp_path):
+    model = ours_trained(hf_tiny_dir)
+    merge_lora(model)
+    with pytest.raises(ValueError, match=r"unmerge_lora\(model\) before save_adapter"):
+        save_adapter(model, tmp_path / "a", format="peft")
+    with pytest.raises(ValueError, match=r"unmerge_lora\(model\) before export_base"):
+        export_base(model, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def _hf_dir(tmp_path, name, **kw):
