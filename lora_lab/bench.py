@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .distributed import ddp_comm  # noqa: F401  (re-exported: notebooks import it from here)
+from .files import write_json
 from .methods import method_name, parse_method
 from .nbtools import cpu_flags, device_name
 
@@ -420,12 +421,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _save(path: Path, result: dict) -> None:
-    from .files import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
-
-
 # --- command line -------------------------------------------------------------------------------
 def _method_arg(text: str) -> str:
     try:
@@ -468,7 +463,7 @@ def _main_append(args, device: str) -> None:
         result["end_to_end_commit"] = _git_commit()
     if args.ddp_comm:
         result["ddp_comm"] = ddp_comm(args.shapes[-1] if args.shapes else "gpt2")
-    _save(Path(args.out), result)
+    write_json(args.out, result)
     for key in ("end_to_end", "ddp_comm"):
         if key in result:
             print(key, pd.DataFrame(result[key]).to_string(index=False), sep="\n")
@@ -485,12 +480,12 @@ def _main_measure(args, device: str) -> None:
         methods, steps, warmup, abl = args.methods, args.steps, args.warmup, not args.no_ablations
     out = Path(args.out or f"benchmarks/{device.split(':')[0]}-{_slug(device_name(device))}.json")
     result = run_all(shapes, methods, device=device, steps=steps, warmup=warmup, ablations=abl,
-                     comm=args.ddp_comm, inference=True, save=lambda r: _save(out, r))
+                     comm=args.ddp_comm, inference=True, save=lambda r: write_json(out, r))
     if args.e2e:
         result["complete"] = False
         result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
         result["complete"] = True
-        _save(out, result)
+        write_json(out, result)
     _print_report(result)
     print(f"wrote {out}")
 

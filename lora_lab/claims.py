@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from .files import atomic_write
+from .files import atomic_write, write_json
 
 __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "train_subset", "plan_steps", "Repeated",
            "embed", "neighbour_overlap", "forgetting", "perplexity", "subspace_similarity", "random_phi",
@@ -371,7 +371,7 @@ def load_results(path) -> dict | None:
 
 def _save(path, results) -> None:
     results["updated"] = _now()
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1) + "\n"))
+    write_json(path, results, indent=1)
 
 
 def _key(method: str, rank: int | None, per_class, seed: int) -> str:

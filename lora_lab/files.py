@@ -6,12 +6,14 @@ always the same error, :class:`DataIntegrityError`, whose message names the file
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "copy_if_missing", "copy_verified"]
+__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json", "copy_if_missing",
+           "copy_verified"]
 
 
 class DataIntegrityError(RuntimeError, ValueError):
@@ -70,6 +72,13 @@ def atomic_write(path, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(path, obj, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON (UTF-8, a newline at the end) with :func:`atomic_write`: results files, metrics
+    and configs are rewritten as a run goes on, and a reader must never find half a file."""
+    text = json.dumps(obj, indent=indent) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def copy_if_missing(src, dst) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import numbers
 import os
@@ -29,7 +28,7 @@ from torch.utils.data import Subset
 
 from . import distributed
 from .data import spam_splits
-from .files import atomic_write
+from .files import atomic_write, write_json
 from .gpt2 import GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of, load_pretrained
 from .lora import TARGET_PRESETS, _check_hparams, count_parameters, save_adapter
 from .methods import DEFAULT_LR, METHODS, apply_method
@@ -317,7 +316,7 @@ def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, t
     out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    write_json(out / "metrics.json", metrics)
     if c.method == "lora":
         save_adapter(model, out / "adapter", base_model=c.model, task="sms-spam")
     if "peft" in c.export:

@@ -96,8 +96,8 @@ def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
     interrupted check resumes. Runs alternate precisions for each seed, so a machine that slows down midway
     hits both formats alike.
     """
-    from .bench import _save
     from .experiments import finetune
+    from .files import write_json
     from .nbtools import cpu_flags, device_name
     from .settings import get_settings, load_backbone, load_splits
 
@@ -125,7 +125,7 @@ def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
                        "train_s": r["train_s"], "wall_s": time.perf_counter() - t0, "tokens_per_s": r["tokens_per_s"],
                        "curves": r["hist"][["epoch", "train_loss", "val_loss", "val_acc"]].to_dict("list")}
                 result["runs"].append(row)
-                _save(out, result)
+                write_json(out, result)
                 log(f"{method:>4} {prec} seed {seed}: test {row['test_acc']:.2%} loss {row['test_loss']:.3f} "
                     f"train {row['train_s']:.0f}s {row['tokens_per_s']:,.0f} tok/s")
     return result

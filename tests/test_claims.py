@@ -197,6 +197,13 @@ def test_sweep_is_resumable_deterministic_and_refuses_other_settings(tmp_path):
     # a run with other settings must not be pooled with these
     with pytest.raises(ValueError, match="not be comparable"):
         C.run_claims(S, out, work, C.ClaimsConfig(**{**CFG.__dict__, "min_steps": 5}), log=None)
+    # "auto" was stored as the dtype it resolved to, and a launch that trains in another one is refused
+    saved = json.loads(out.read_text())["config"]["precision"]
+    assert saved in ("fp32", "bf16") and {r["precision"] for r in r2["runs"]} == {"fp32" if saved == "fp32" else
+                                                                                  "torch.bfloat16"}
+    other = "bf16" if saved == "fp32" else "fp32"
+    with pytest.raises(ValueError, match="not be comparable"):
+        C.run_claims(S, out, work, C.ClaimsConfig(**{**CFG.__dict__, "precision": other}), log=None)
     frame = C.runs_frame(r2)
     assert frame.loc[frame.per_class == C.FULL, "size"].iloc[0] == r2["runs"][0]["n_train"]
 

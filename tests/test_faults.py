@@ -558,3 +558,14 @@ def test_finetune_metrics_and_adapter_name_the_base_weights(hf_tiny_dir, tmp_pat
     assert metrics["base_weights_sha256"] == sha and metrics["base_source"].startswith("local ")
     assert metrics["max_length"] == 128  # this checkpoint's n_positions
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_weights_sha256"] == sha
+
+
+def test_write_json_is_all_or_nothing(tmp_path):
+    from lora_lab.files import write_json
+
+    path = write_json(tmp_path / "r.json", {"runs": [1, 2]})
+    assert path.read_text(encoding="utf-8") == '{\n  "runs": [\n    1,\n    2\n  ]\n}\n'
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(path, {"runs": [object()]})  # fails before anything is written
+    assert json.loads(path.read_text()) == {"runs": [1, 2]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary file left
