@@ -51,11 +51,13 @@ def probe_cpu_bf16(width: int = 768, tokens: int = 256, reps: int = 5) -> dict:
     Returns ``{"fp32_ms", "bf16_ms", "speedup"}`` (medians of ``reps`` after a warm-up). Sized like one
     GPT-2 124M projection on a batch of short messages, so it answers for the shapes the course trains,
     in well under a second on a CPU with native bf16. Call it only where :func:`cpu_has_native_bf16` is
-    true: on a CPU that emulates bf16 it can take far longer.
+    true: on a CPU that emulates bf16 it can take far longer. It leaves the global random state as it found it,
+    so a seeded run gives the same numbers whether or not it was the one that triggered the probe.
     """
-    gen = torch.Generator().manual_seed(0)
-    layer = torch.nn.Linear(width, 4 * width)
-    x = torch.randn(tokens, width, generator=gen)
+    with torch.random.fork_rng(devices=[]):  # the layer's init must not use up the caller's seeded random stream:
+        torch.manual_seed(0)                  # the probe runs inside the first training call, after its seed
+        layer = torch.nn.Linear(width, 4 * width)
+        x = torch.randn(tokens, width)
 
     def run(dtype):
         times = []

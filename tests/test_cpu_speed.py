@@ -101,6 +101,16 @@ def test_probe_measures_both_formats():
     assert r["fp32_ms"] > 0 and r["bf16_ms"] > 0 and r["speedup"] == pytest.approx(r["fp32_ms"] / r["bf16_ms"])
 
 
+def test_probe_leaves_the_callers_random_stream_alone():
+    # the probe runs inside the first training call of a process, after finetune's set_seed: if it drew from
+    # the global generator, that run's dropout masks would differ from the same seed's run later in the process
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    precision.probe_cpu_bf16(width=16, tokens=8, reps=1)
+    assert torch.equal(torch.rand(5), expected)
+
+
 def test_thread_defaults_respect_the_user(monkeypatch):
     env = {"OMP_WAIT_POLICY": "ACTIVE", "LORA_LAB_THREADS": "polite"}
     monkeypatch.delitem(sys.modules, "torch")  # as if lora_lab were imported first; restored after the test
