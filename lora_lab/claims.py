@@ -419,11 +419,9 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
     cfg = cfg or config_for(settings)
     device = torch.device(device)
     if cfg.precision == "auto":
-        from .train import precision_for
+        from .train import precision_for, precision_name
 
-        dtype = precision_for(device, "auto")
-        cfg = ClaimsConfig(**{**asdict(cfg), "precision": {None: "fp32", torch.bfloat16: "bf16",
-                                                           torch.float16: "fp16"}[dtype]})
+        cfg = ClaimsConfig(**{**asdict(cfg), "precision": precision_name(precision_for(device, "auto"))})
     log = log or (lambda message: None)
     results_path = Path(results_path or DEFAULT_RESULTS[settings.profile])
     work_dir = Path(work_dir or REPO / "runs" / f"claims-{settings.profile}")

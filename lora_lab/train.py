@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["pick_device", "set_seed", "precision_for", "train_classifier", "evaluate", "predict", "train_step",
-           "make_grad_scaler", "make_optimizer", "peak_memory_bytes", "reset_peak_memory", "NonFiniteLossError"]
+__all__ = ["pick_device", "set_seed", "precision_for", "precision_name", "train_classifier", "evaluate", "predict",
+           "train_step", "make_grad_scaler", "make_optimizer", "peak_memory_bytes", "reset_peak_memory",
+           "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,6 +49,14 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def precision_name(dtype) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for an autocast dtype from :func:`precision_for` (``None`` is plain
+    fp32) or for the string a training history records in ``df.attrs["precision"]``: the short names that
+    results files and ``metrics.json`` store."""
+    return {"None": "fp32", "fp32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype),
+                                                                                                  str(dtype))
 
 
 def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
