@@ -149,3 +149,10 @@ def test_training_loaders_bucket_by_default():
     assert isinstance(bb.loader(_Toy(), 8, shuffle=True).sampler, LengthBucketSampler)
     assert not isinstance(bb.loader(_Toy(), 8, shuffle=True, bucket=False).sampler, LengthBucketSampler)
     assert not isinstance(bb.loader(_Toy(), 8).sampler, LengthBucketSampler)  # evaluation keeps its order
+
+
+def test_precision_names_cover_dtypes_and_recorded_strings():
+    from lora_lab.train import precision_name
+
+    assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
+    assert [precision_name(s) for s in ("fp32", "torch.bfloat16", "torch.float16")] == ["fp32", "bf16", "fp16"]
