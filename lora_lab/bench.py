@@ -41,7 +41,7 @@ from pathlib import Path
 from .distributed import ddp_comm  # noqa: F401  (re-exported: notebooks import it from here)
 from .files import write_json
 from .methods import method_name, parse_method
-from .nbtools import cpu_flags, device_name
+from .nbtools import checkout_root, cpu_flags, device_name, git_commit
 
 __all__ = ["run_one", "run_all", "measure", "model_flops_per_step", "device_name", "ddp_comm", "inference_latency",
            "end_to_end", "committed_results", "summary_table", "ratios"]
@@ -271,17 +271,6 @@ def _in_subprocess(kwargs: dict, timeout=1800) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _git_commit() -> str | None:
-    """The checkout's commit; ``$LORA_LAB_COMMIT`` where the code runs from a copy without ``.git``."""
-    if os.environ.get("LORA_LAB_COMMIT"):
-        return os.environ["LORA_LAB_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def measure(config: dict) -> dict:
     """One row. On CPU in a fresh subprocess: the peak resident set size is a high-water mark over a
     process's whole life, so each configuration needs a process of its own. On CUDA in this process:
@@ -324,7 +313,7 @@ def _header(device: str) -> dict:
     return {
         "device": device_name(device), "device_type": device, "torch": torch.__version__,
         "cuda": torch.version.cuda, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "commit": _git_commit(), "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "commit": git_commit(), "python": platform.python_version(), "threads": torch.get_num_threads(),
         "cpu": {"name": device_name("cpu"), "flags": cpu_flags()},
         "note": "random weights; real SMS-spam batches of 8 (padding: bucket = similar lengths batched together, "
                 "padded per batch; batch = random batches padded per batch; longest = all padded to the longest)",
@@ -364,8 +353,9 @@ def committed_results() -> list[tuple[str, dict]]:
     """``(file name, result)`` for every committed benchmark JSON: the checkout's ``benchmarks/`` folder,
     else the copy that ships inside the installed package (``lora_lab.benchmarks``, e.g. on Colab). Other
     results kept there (the bf16 quality check, the claims) have no ``results`` table and are left out."""
-    repo = Path(__file__).resolve().parent.parent / "benchmarks"
-    if repo.is_dir():
+    root = checkout_root()
+    repo = root / "benchmarks" if root else None
+    if repo is not None and repo.is_dir():
         files = sorted(repo.glob("*.json"))
     else:
         from importlib.resources import files as package_files
@@ -460,7 +450,7 @@ def _main_append(args, device: str) -> None:
     result = json.loads(Path(args.out).read_text())
     if args.e2e:
         result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
-        result["end_to_end_commit"] = _git_commit()
+        result["end_to_end_commit"] = git_commit()
     if args.ddp_comm:
         result["ddp_comm"] = ddp_comm(args.shapes[-1] if args.shapes else "gpt2")
     write_json(args.out, result)

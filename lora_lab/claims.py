@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import sysconfig
 from dataclasses import asdict, dataclass
@@ -48,6 +47,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from .files import atomic_write, write_json
+from .nbtools import checkout_root, git_commit, machine
 
 __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "train_subset", "plan_steps", "Repeated",
            "embed", "neighbour_overlap", "forgetting", "perplexity", "subspace_similarity", "random_phi",
@@ -55,7 +55,8 @@ __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "trai
            "spread_table", "compare", "committed_results_path", "main", "FULL", "DEFAULT_RESULTS"]
 
 SCHEMA = "lora_lab.claims/1"
-REPO = Path(__file__).resolve().parent.parent
+# the checkout (results and run folders live beside the package); the working folder when installed from a wheel
+REPO = checkout_root() or Path.cwd()
 # outside benchmarks/*.json on purpose: lora_lab.bench.committed_results() reads every file there as a benchmark
 DEFAULT_RESULTS = {p: REPO / "benchmarks" / "claims" / f"claims-{p}.json" for p in ("real", "offline", "smoke")}
 FULL = "full split"  # the per_class value that means "every training message"
@@ -332,17 +333,6 @@ def explained_share(delta_full: torch.Tensor, delta_lora: torch.Tensor, ks) -> l
 # the runs
 
 
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (head + ("+uncommitted changes" if dirty else "")) or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -447,9 +437,7 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
                              "Resume with that Python, or use another --out")
         results["sizes"] = list(dict.fromkeys(results["sizes"] + list(cfg.sizes)))
         results["seeds"] = list(dict.fromkeys(results["seeds"] + list(cfg.seeds)))
-    from .nbtools import machine
-
-    results["launches"].append({"command": command or "run_claims()", "commit": _git_commit(),
+    results["launches"].append({"command": command or "run_claims()", "commit": git_commit() or "unknown",
                                 "machine": machine(device), "torch": torch.__version__,
                                 "python": platform.python_version(), "started": _now()})
     _save(results_path, results)

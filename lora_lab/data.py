@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .files import DataIntegrityError, atomic_write, verify_sha256
+from .nbtools import checkout_root
 
 __all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
            "balanced_split", "spam_splits", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
@@ -46,9 +47,9 @@ def default_data_dir() -> Path:
     checkout), else ``~/.cache/lora_lab/data``."""
     if os.environ.get("LORA_LAB_DATA_DIR"):
         return Path(os.environ["LORA_LAB_DATA_DIR"])
-    repo_data = Path(__file__).resolve().parent.parent / "data"
-    if (repo_data / "README.md").is_file():
-        return repo_data
+    root = checkout_root()
+    if root is not None and (root / "data" / "README.md").is_file():
+        return root / "data"
     return Path.home() / ".cache" / "lora_lab" / "data"
 
 

@@ -12,8 +12,9 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags"]
+__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit"]
 
 # the instruction-set extensions that decide how fast fp32 and bf16 matrix products run on a CPU
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -84,3 +85,36 @@ def machine(device=None, short: bool = False) -> str:
     flags = cpu_flags()
     desc = f"CPU: {cpu_name()}, {os.cpu_count()} cores" + (f" [{' '.join(flags)}]" if flags else "")
     return desc if short else f"{desc}, torch {torch.__version__}"
+
+
+def checkout_root() -> Path | None:
+    """The repository checkout this package runs from (the folder holding ``pyproject.toml`` next to
+    ``lora_lab/``), or None when it is installed from a wheel (e.g. on Colab). The one place that knows where
+    the package sits in the checkout, so that moving a module cannot silently break a path to ``data/`` or
+    ``benchmarks/``."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "lora_lab").is_dir():
+            return folder
+    return None
+
+
+def git_commit() -> str | None:
+    """The checkout's commit for a results file, ``+uncommitted changes`` appended when tracked files differ
+    from it (a result from edited code must say so); ``$LORA_LAB_COMMIT`` where the code runs from a copy
+    without ``.git`` (the GPU machine); None outside a git checkout."""
+    if os.environ.get("LORA_LAB_COMMIT"):
+        return os.environ["LORA_LAB_COMMIT"]
+    root = checkout_root()
+    if root is None:
+        return None
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        if not head:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
