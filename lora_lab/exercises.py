@@ -7,6 +7,10 @@ tensor; a tensor or array for matrix answers) and treats anything else, includin
 yet". Where a typical mistake can be recognised (off by one, a percentage instead of a share, a
 missing scaling, bytes vs values, a transposed matrix), the hint names it. ``tests/test_exercises.py``
 checks that the right answer passes and the typical wrong ones fail, for every function here.
+
+An exercise left as the notebook gives it (``your_answer = None``, or a template left untouched) is "not
+answered yet": the check says so, with the hint, and returns ``False`` without raising, so the student edition
+(``make student``: the lessons without outputs or solutions) runs top to bottom.
 """
 from __future__ import annotations
 
@@ -21,11 +25,25 @@ __all__ = ["check", "check_storage", "check_eckart_young", "check_lora_params", 
            "check_trainable_fraction", "check_checkpoints_per_full", "check_lora_params_total"]
 
 
-def check(ok: bool, hint: str) -> bool:
-    """Print ✅ or the hint; return the verdict as a plain ``bool``."""
+NOT_ANSWERED = "not answered yet"
+
+
+def check(ok: bool, hint: str, answered: bool = True) -> bool:
+    """Print ✅, or the hint (with "not answered yet" when ``answered`` is false: the exercise's placeholder
+    is still there); return the verdict as a plain ``bool``."""
     ok = bool(ok)
-    print("✅ correct" if ok else f"❌ not yet - hint: {hint}")
+    if ok:
+        print("✅ correct")
+    elif not answered:
+        print(f"✏️ {NOT_ANSWERED} - hint: {hint}")
+    else:
+        print(f"❌ not yet - hint: {hint}")
     return ok
+
+
+def _answered(*answers) -> bool:
+    """False while any answer is still the notebook's placeholder (``None``, or ``...``)."""
+    return not any(a is None or a is Ellipsis for a in answers)
 
 
 def _number(x) -> float | None:
@@ -88,7 +106,7 @@ def check_storage(answer, m: int, n: int, k: int) -> bool:
         hint = "that is the full matrix; count U_k (m x k), the k singular values and V_k (n x k)"
     else:
         hint = "U_k is m x k, V_k is n x k, and there are k singular values"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_eckart_young(answer, singular_values, k: int) -> bool:
@@ -106,7 +124,7 @@ def check_eckart_young(answer, singular_values, k: int) -> bool:
         hint = "s[k] alone is the error in the spectral (2-)norm; the Frobenius error uses every dropped value"
     else:
         hint = "the error is built from the singular values you dropped: sqrt of the sum of their squares"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 # --- notebook 2 ----------------------------------------------------------------------------------
@@ -121,7 +139,7 @@ def check_lora_params(answer, in_dim: int, out_dim: int, rank: int) -> bool:
         hint = "A and B are added to each other's counts, not multiplied"
     else:
         hint = "A is in_dim x rank and B is rank x out_dim"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_scaling(answer, rank: int, alpha: float, use_rslora: bool = False) -> bool:
@@ -135,7 +153,7 @@ def check_scaling(answer, rank: int, alpha: float, use_rslora: bool = False) -> 
         hint = "upside down: alpha is on top"
     else:
         hint = "LoRA scales by alpha/rank; rsLoRA by alpha/sqrt(rank)"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_alpha_conversion(your_scaling, your_alpha, raw_alpha: float, rank: int) -> bool:
@@ -157,7 +175,7 @@ def check_alpha_conversion(your_scaling, your_alpha, raw_alpha: float, rank: int
         hint = "your_alpha: the same alpha gives lora_lab a factor alpha/rank, rank times smaller"
     else:
         hint = f"your_alpha: lora_lab would scale by {a:g}/{rank} = {a / rank:g}; solve alpha/rank = your_scaling"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(your_scaling, your_alpha))
 
 
 def check_optimizer_state_bytes(answer, trainable_params: int) -> bool:
@@ -176,7 +194,7 @@ def check_optimizer_state_bytes(answer, trainable_params: int) -> bool:
         hint = "give plain bytes, not MiB/GiB/MB"
     else:
         hint = "AdamW keeps two fp32 numbers (first and second moment) per trainable parameter"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 # --- notebook 3 ----------------------------------------------------------------------------------
@@ -192,7 +210,7 @@ def check_last_token_index(answer, lengths) -> bool:
         hint = f"give one position per row: {len(expected)} numbers"
     else:
         hint = "positions count from 0; a row of n real tokens has its last real token at position n - 1"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_split_sizes(answer, n_total: int, fractions=(0.7, 0.1)) -> bool:
@@ -212,14 +230,15 @@ def check_split_sizes(answer, n_total: int, fractions=(0.7, 0.1)) -> bool:
         hint = "give three numbers: (train, validation, test)"
     else:
         hint = "int() rounds down train and validation; the test set takes the rest"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_first_token_pooling(model, input_ids, lengths) -> bool:
     """Is ``model(input_ids, lengths)`` the head applied to the encoder's output at the first token
     ([CLS]), with padding masked out? For a subclass of :class:`lora_lab.minilm.MiniLMClassifier`."""
     if model is None or not hasattr(model, "encoder") or not hasattr(model, "classifier"):
-        return check(False, "pass an instance of your classifier (a MiniLMClassifier subclass)")
+        return check(False, "pass an instance of your classifier (a MiniLMClassifier subclass)",
+                     answered=model is not None)
     mask = (torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None]).long()
     was_training = model.training
     model.eval()
@@ -237,14 +256,15 @@ def check_first_token_pooling(model, input_ids, lengths) -> bool:
         model.train(was_training)
     if _same_matrix(got, expected, atol=1e-5):
         return check(True, "")
-    if _same_matrix(got, mean, atol=1e-5):
+    untouched = _same_matrix(got, mean, atol=1e-5)  # the notebook's template: its forward is still mean pooling
+    if untouched:
         hint = "that is still the mean over the real tokens; read position 0 of the encoder's output instead"
     elif _same_matrix(got, unmasked, atol=1e-5):
         hint = "right position, but without the attention mask the first token also attends to the padding"
     else:
         hint = ("run the encoder with the attention mask (as MiniLMClassifier.forward does), then apply the head "
                 "to last_hidden_state[:, 0]")
-    return check(False, hint)
+    return check(False, hint, answered=not untouched)
 
 
 # --- notebook 6 ----------------------------------------------------------------------------------
@@ -263,7 +283,7 @@ def check_merged_weight(answer, W, A, B, scaling: float) -> bool:
         hint = "transposed: the merged weight has W's shape and layout, (out, in)"
     else:
         hint = "nn.Linear stores W as (out, in) while A @ B is (in, out): transpose, scale, add"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 # --- notebooks 5 / 7 -----------------------------------------------------------------------------
@@ -274,7 +294,7 @@ def check_delta_rank(answer, delta, tol: float = 1e-6) -> bool:
     hint = "count the singular values of delta that are not (numerically) zero"
     if _is(answer, min(torch.as_tensor(delta).shape)):
         hint = "that is the largest rank a matrix of this shape can have; " + hint
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_allreduce_bytes(answer, trainable_params: int, bytes_per_value: int = 4) -> bool:
@@ -290,7 +310,7 @@ def check_allreduce_bytes(answer, trainable_params: int, bytes_per_value: int = 
         hint = "that is bits; the question asks for bytes"
     else:
         hint = "DDP syncs one gradient value per trainable parameter, 4 bytes each in fp32"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 # --- notebooks 4, 5, 7 ---------------------------------------------------------------------------
@@ -310,7 +330,7 @@ def check_trainable_fraction(answer, model) -> bool:
         hint = "that is the frozen share; the question asks for the trainable one"
     else:
         hint = "divide the trainable count by the total (count_parameters(model) has both); a share, not a percentage"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_checkpoints_per_full(answer, adapter_bytes: int, full_bytes: int) -> bool:
@@ -327,7 +347,7 @@ def check_checkpoints_per_full(answer, adapter_bytes: int, full_bytes: int) -> b
         hint = "upside down: divide the full checkpoint's bytes by the adapter's"
     else:
         hint = "how many whole adapter files fit into the bytes of one full checkpoint: integer division"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_lora_params_total(answer, layer_shapes, rank: int) -> bool:
@@ -342,4 +362,4 @@ def check_lora_params_total(answer, layer_shapes, rank: int) -> bool:
         hint = "that is the frozen weights' size; count rank * (in + out) per layer"
     else:
         hint = "add rank * (in + out) over every wrapped layer; the head is not a LoRA parameter"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))

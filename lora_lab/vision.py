@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import replace_conv2d_with_lora
-from .exercises import _array, _is, _same_matrix, check
+from .exercises import _answered, _array, _is, _same_matrix, check
 from .lora import count_parameters, mark_only_lora_trainable
 
 __all__ = ["Task", "load_digits_images", "digit_tasks", "SmallCNN", "METHODS", "VisionConfig", "vision_config",
@@ -246,7 +246,7 @@ def check_conv_lora_params(answer, in_channels: int, out_channels: int, kernel_s
         hint = "that is B alone (out x rank); add A, the k x k kernel from in channels to rank (rank x in*k*k)"
     else:
         hint = "A: rank x (in*k*k), B: out x rank"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
 
 
 def check_conv_as_matrix(answer, conv: nn.Conv2d) -> bool:
@@ -272,4 +272,4 @@ def check_conv_as_matrix(answer, conv: nn.Conv2d) -> bool:
                 f"changed, e.g. rounded to float16?): reshape this conv's weight to {tuple(want.shape)}")
     else:
         hint = "reshape conv.weight, (out, in, kh, kw), to (out, in*kh*kw): one row per filter"
-    return check(False, hint)
+    return check(False, hint, answered=_answered(answer))
