@@ -140,7 +140,14 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
     from .experiments import checkpoint_bytes
     from .gpt2 import PRESETS
     from .lora import count_parameters
-    from .train import make_grad_scaler, make_optimizer, peak_memory_bytes, precision_for, reset_peak_memory
+    from .train import (
+        make_grad_scaler,
+        make_optimizer,
+        peak_memory_bytes,
+        precision_for,
+        precision_name,
+        reset_peak_memory,
+    )
 
     name, rank = parse_method(method)
     baseline_rss = _rss_mb()
@@ -160,7 +167,7 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
                     if torch.is_tensor(x) and x.dim() > 0)
     row = {
         "shape": shape, "method": method_name(name, rank),
-        "precision": str(amp).replace("torch.", "") if amp else "fp32",
+        "precision": precision_name(amp),
         "compile": compile, "padding": padding, "batch_size": batch_size, "steps": len(times),
         "step_ms_median": 1e3 * statistics.median(times), "step_ms_p10": 1e3 * sorted(times)[len(times) // 10],
         "step_ms_p90": 1e3 * sorted(times)[min(len(times) - 1, (9 * len(times)) // 10)],

@@ -34,7 +34,7 @@ from .lora import TARGET_PRESETS, _check_hparams, count_parameters, save_adapter
 from .methods import DEFAULT_LR, METHODS, apply_method
 from .nbtools import device_name
 from .settings import SMOKE_BANNER, gpt2_backbone
-from .train import evaluate, precision_name, set_seed, train_classifier
+from .train import evaluate, set_seed, train_classifier
 
 __all__ = ["FinetuneConfig", "run", "validate", "build_parser", "main", "UsageError"]
 
@@ -296,7 +296,7 @@ def run(config: FinetuneConfig) -> dict:
         "rank": c.rank if lora else None, "alpha": c.alpha if lora else None,
         "lr": lr, "epochs": c.epochs, "batch_size_per_process": c.batch_size, "world_size": world,
         "max_length": max_length, "subset_per_class": c.subset, "seed": c.seed,
-        "precision": precision_name(hist.attrs["precision"]),
+        "precision": hist.attrs["precision"],
         "precision_requested": c.precision, "bucket": c.bucket,
         "device": str(device), "device_name": device_name(device),
         "torch": torch.__version__, "params_total": params.total, "params_trainable": params.trainable,

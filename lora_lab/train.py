@@ -53,10 +53,11 @@ def set_seed(seed: int) -> None:
 
 def precision_name(dtype) -> str:
     """``"fp32"``, ``"bf16"`` or ``"fp16"`` for an autocast dtype from :func:`precision_for` (``None`` is plain
-    fp32) or for the string a training history records in ``df.attrs["precision"]``: the short names that
-    results files and ``metrics.json`` store."""
-    return {"None": "fp32", "fp32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype),
-                                                                                                  str(dtype))
+    fp32) or for a spelling older results files used (``"torch.bfloat16"``, ``"bfloat16"``): the one spelling
+    that training histories (``df.attrs["precision"]``), results files and ``metrics.json`` store."""
+    names = {"None": "fp32", "fp32": "fp32", "torch.bfloat16": "bf16", "bfloat16": "bf16", "bf16": "bf16",
+             "torch.float16": "fp16", "float16": "fp16", "fp16": "fp16"}
+    return names.get(str(dtype), str(dtype))
 
 
 def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -355,5 +356,5 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
         if stopped:
             break
     df = pd.DataFrame(rows)
-    df.attrs.update(device=str(device), precision=str(amp_dtype or "fp32"), stopped_early=stopped)
+    df.attrs.update(device=str(device), precision=precision_name(amp_dtype), stopped_early=stopped)
     return df

@@ -171,8 +171,6 @@ CFG = C.ClaimsConfig(sizes=(4, C.FULL), seeds=(123,), epochs=1, min_steps=3, bat
 @pytest.mark.needs_data
 def test_sweep_is_resumable_deterministic_and_refuses_other_settings(tmp_path):
     from lora_lab.settings import get_settings
-    from lora_lab.train import precision_name
-
     S = dataclasses.replace(get_settings("smoke", quiet=True), subset=20)  # a 28-message full split: seconds
     out, work = tmp_path / "c.json", tmp_path / "work"
     r1 = C.run_claims(S, out, work, CFG, log=None, max_runs=2)
@@ -200,7 +198,7 @@ def test_sweep_is_resumable_deterministic_and_refuses_other_settings(tmp_path):
         C.run_claims(S, out, work, C.ClaimsConfig(**{**CFG.__dict__, "min_steps": 5}), log=None)
     # "auto" was stored as the dtype it resolved to, and a launch that trains in another one is refused
     saved = json.loads(out.read_text())["config"]["precision"]
-    assert saved in ("fp32", "bf16") and {precision_name(r["precision"]) for r in r2["runs"]} == {saved}
+    assert saved in ("fp32", "bf16") and {r["precision"] for r in r2["runs"]} == {saved}
     other = "bf16" if saved == "fp32" else "fp32"
     with pytest.raises(ValueError, match="not be comparable"):
         C.run_claims(S, out, work, C.ClaimsConfig(**{**CFG.__dict__, "precision": other}), log=None)

@@ -43,8 +43,9 @@ def test_history_columns_and_learning(loaders):
     assert len(hist) == 2 and (hist["tokens_per_s"] > 0).all() and (hist["peak_mem_mb"] > 0).all()
     # precision "auto" on a CPU: bf16 only where this CPU has native bf16 and the probe measured it faster
     from lora_lab.precision import cpu_autocast_dtype
+    from lora_lab.train import precision_name
 
-    assert hist.attrs["device"] == "cpu" and hist.attrs["precision"] == str(cpu_autocast_dtype() or "fp32")
+    assert hist.attrs["device"] == "cpu" and hist.attrs["precision"] == precision_name(cpu_autocast_dtype())
 
 
 def test_same_seed_same_numbers(loaders):
