@@ -52,3 +52,14 @@ def test_methods_argument_uses_the_one_method_vocabulary(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--methods", "lora16"])
     assert "or lora-<rank>" in capsys.readouterr().err
+
+
+def test_committed_results_spell_precision_one_way():
+    """fp32, bf16 or fp16, nothing else (older files also said "bfloat16" and "torch.bfloat16", so runs of one
+    precision could be taken for two)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    spelled = {m for f in root.rglob("*.json") for m in re.findall(r'"precision": "([^"]*)"', f.read_text())}
+    assert spelled and spelled <= {"fp32", "bf16", "fp16"}, spelled
