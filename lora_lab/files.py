@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json", "copy_if_missing",
+__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json",
            "copy_verified"]
 
 
@@ -79,12 +79,6 @@ def write_json(path, obj, indent: int = 2) -> Path:
     and configs are rewritten as a run goes on, and a reader must never find half a file."""
     text = json.dumps(obj, indent=indent) + "\n"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def copy_if_missing(src, dst) -> None:
-    """Copy ``src`` to ``dst`` (atomically) unless ``dst`` already exists."""
-    if not Path(dst).exists():
-        atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def copy_verified(src, dst, sha256: str) -> str:

@@ -278,7 +278,8 @@ class WeightsIntegrityError(DataIntegrityError):
     :class:`lora_lab.files.DataIntegrityError`, like every other checksum failure)."""
 
 
-_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# the weights Hugging Face stores as Conv1D, (in, out): transposed to and from nn.Linear's (out, in) layout
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 def _config_from_hf(path: Path, name: str) -> GPTConfig:
@@ -438,7 +439,7 @@ def load_pretrained(name_or_path: str, *, cache_dir=None, local_files_only: bool
         k = k.removeprefix("transformer.")
         if k.endswith((".attn.bias", ".attn.masked_bias")) or k == "lm_head.weight":
             continue  # causal-mask buffers of old checkpoints; the LM head is tied to wte
-        mapped["transformer." + k] = v.t() if k.endswith(_CONV1D) else v
+        mapped["transformer." + k] = v.t() if k.endswith(CONV1D_WEIGHTS) else v
     missing = sorted(set(own) - set(mapped))
     unexpected = sorted(set(mapped) - set(own))
     bad = [f"{k}: checkpoint {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"

@@ -46,6 +46,7 @@ from torch import nn
 
 from .data import PAD_TOKEN_ID  # GPT-2's <|endoftext|>, which the course's batches are padded with
 from .files import atomic_write
+from .gpt2 import CONV1D_WEIGHTS, GPT, HUB_REPOS
 from .lora import (
     ADAPTER_CONFIG,
     AdapterContents,
@@ -59,6 +60,7 @@ from .lora import (
     selects,
     shared_hparams,
 )
+from .minilm import MINILM_NAME, MiniLMClassifier
 
 __all__ = ["save_peft_adapter", "read_peft_adapter", "export_merged", "export_base", "fold_head_bias",
            "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG", "PAD_TOKEN_ID"]
@@ -70,7 +72,6 @@ HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 # GPT-2's projections are Conv1D in transformers: weight (in, out), the transpose of our nn.Linear's
 # (the same list lora_lab.gpt2.load_pretrained transposes when it reads a checkpoint)
-GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 # PEFT LoRA options that change what the file means in ways lora_lab cannot represent: any of them set is an error
 _UNSUPPORTED = {
@@ -110,13 +111,10 @@ class _Layout:
         return self.prefix + name
 
     def transposed(self, hf_key: str) -> bool:
-        return self.conv1d and hf_key.endswith(GPT2_CONV1D)
+        return self.conv1d and hf_key.endswith(CONV1D_WEIGHTS)
 
 
 def _layout(model: nn.Module) -> _Layout:
-    from .gpt2 import GPT
-    from .minilm import MiniLMClassifier
-
     if isinstance(model, GPT):
         if model.classifier is not None:
             return _Layout("GPT2ForSequenceClassification", "", "classifier", "score", True, "SEQ_CLS")
@@ -132,9 +130,6 @@ def _layout(model: nn.Module) -> _Layout:
 
 def _hub_name(model: nn.Module) -> str | None:
     """The hub id of the model's pretrained base, when it has one (a random or local base has none)."""
-    from .gpt2 import HUB_REPOS
-    from .minilm import MINILM_NAME
-
     cfg = getattr(model, "config", None)
     name, source = getattr(cfg, "name", None), getattr(cfg, "source", None)
     if name in HUB_REPOS and isinstance(source, str) and source.startswith("hub "):

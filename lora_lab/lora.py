@@ -781,11 +781,6 @@ def _read_adapter(path: Path) -> tuple[dict, bytes]:
     return cfg, data
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
 @dataclass
 class AdapterContents:
     """An adapter read from disk and verified, in this package's names; no model has been touched.
@@ -910,7 +905,7 @@ def _apply_adapter(model: nn.Module, adapter: AdapterContents, to_wrap: list[str
     wrapped = []
     try:
         for n in to_wrap:
-            _set_submodule(model, n, _wrapper_for(modules[n])(modules[n], hp["rank"], hp["alpha"],
+            model.set_submodule(n, _wrapper_for(modules[n])(modules[n], hp["rank"], hp["alpha"],
                                                               dropout=hp["dropout"], use_rslora=hp["use_rslora"]))
             wrapped.append(n)
         for m in lora_layers(model).values():
@@ -918,7 +913,7 @@ def _apply_adapter(model: nn.Module, adapter: AdapterContents, to_wrap: list[str
         model.load_state_dict(adapter.tensors, strict=False)
     except BaseException:
         for n in wrapped:
-            _set_submodule(model, n, modules[n])
+            model.set_submodule(n, modules[n])
         for n, (alpha, use_rslora, dropout) in old.items():
             layers[n].lora.alpha, layers[n].lora.use_rslora, layers[n].lora.dropout = alpha, use_rslora, dropout
         model.load_state_dict(before, strict=False)

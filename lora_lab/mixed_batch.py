@@ -188,18 +188,13 @@ class MixedAdapterModel(nn.Module):
         self._route = _Route()
         for layer_name, by_slot in loras.items():
             linear = base.get_submodule(layer_name)
-            self._swap(base, layer_name, MultiLoRALinear(linear, by_slot, self._route, layer_name))
+            base.set_submodule(layer_name, MultiLoRALinear(linear, by_slot, self._route, layer_name))
         for module_name, by_slot in extras.items():
             original = base.get_submodule(module_name)
-            self._swap(base, module_name, PerRowModule(original, by_slot, self._route, module_name))
+            base.set_submodule(module_name, PerRowModule(original, by_slot, self._route, module_name))
         self.base = base
         self.requires_grad_(False)
         self.eval()
-
-    @staticmethod
-    def _swap(model: nn.Module, name: str, module: nn.Module) -> None:
-        parent, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
     def slots(self, adapters, batch: int) -> torch.Tensor:
         """The slot of every row as a 1-D tensor, from names, slot numbers or a tensor; bad input is an error
