@@ -72,3 +72,19 @@ $(VENV)/.browser: pyproject.toml $(VENV)/.torch
 test-browser: $(VENV)/.browser
 	LORA_LAB_BROWSER_TEST=1 PYTHONWARNINGS=ignore::DeprecationWarning \
 	  $(PY) -m pytest tests/browser -v -p no:cacheprovider
+
+# The course website (build/site/): the committed notebooks, not re-executed, with Sphinx + myst-nb, warnings as
+# errors, then a check of every internal link and image and that nothing loads from another host (site/build.py).
+# About 10 s on 2 CPU cores. make test-site opens it in headless Chromium (math, figures, search; screenshots
+# in tests/browser/screenshots/).
+$(VENV)/.site: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[site]"
+	touch $@
+
+.PHONY: site test-site
+site: $(VENV)/.site
+	$(PY) site/build.py
+
+test-site: site $(VENV)/.browser
+	LORA_LAB_BROWSER_TEST=1 PYTHONWARNINGS=ignore::DeprecationWarning \
+	  $(PY) -m pytest tests/browser/test_site.py -v -p no:cacheprovider
