@@ -73,6 +73,15 @@ test-browser: $(VENV)/.browser
 	LORA_LAB_BROWSER_TEST=1 PYTHONWARNINGS=ignore::DeprecationWarning \
 	  $(PY) -m pytest tests/browser -v -p no:cacheprovider
 
+# Each lesson's run time per profile (benchmarks/lesson-times.json: offline from the committed notebooks' own
+# execution metadata, smoke measured here with nbclient, a few minutes), then TEACHING.md's table from it.
+# Run it after make execute. LESSON_PROFILES=offline skips the smoke runs.
+LESSON_PROFILES ?= offline,smoke
+.PHONY: lesson-times
+lesson-times: $(VENV)/.test
+	$(PY) -m lora_lab.lessons times --profiles $(LESSON_PROFILES)
+	$(PY) -m lora_lab.lessons table --write TEACHING.md
+
 # The course website (build/site/): the committed notebooks, not re-executed, with Sphinx + myst-nb, warnings as
 # errors, then a check of every internal link and image and that nothing loads from another host (site/build.py).
 # About 10 s on 2 CPU cores. make test-site opens it in headless Chromium (math, figures, search; screenshots
