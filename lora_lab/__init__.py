@@ -25,6 +25,7 @@ Modules, each named after the idea it holds (tests/test_settings.py checks that 
 * :mod:`lora_lab.plots` - plots sized for a projector
 * :mod:`lora_lab.widgets` - interactive controls for the notebooks
 * :mod:`lora_lab.nbtools` - timing cells, naming the machine
+* :mod:`lora_lab.lessons` - the lessons, their reading and measured run times, the card atop each notebook
 * :mod:`lora_lab.files` - checksums (one error type) and all-or-nothing writes
 * :mod:`lora_lab.cache` - ``python -m lora_lab.cache seed``: fill the download caches offline
 * :mod:`lora_lab.finetune` - ``python -m lora_lab.finetune`` (also under ``torchrun``)
