@@ -60,6 +60,18 @@ execute: $(VENV)/.test
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
+# The student edition (build/student/ and build/lora-lab-student.zip): every lesson with its outputs cleared and
+# the cells tagged "solution" removed; solutions.ipynb left out (lora_lab/student.py documents the tags). Seconds.
+.PHONY: student slides
+student: $(VENV)/.lab
+	$(PY) -m lora_lab.student build/student
+
+# reveal.js slides of every lesson (build/slides/<name>.slides.html), not executed, with reveal.js 4 and MathJax 3
+# next to them (no CDN): npm packs both once into .cache/slides/ (npm is needed that first time), offline after
+# that. Open with: python -m http.server -d build/slides (then <name>.slides.html). JupyterLab's RISE is in make lab.
+slides: $(VENV)/.lab
+	$(PY) -m lora_lab.slides build/slides
+
 # The widgets in a real JupyterLab driven by headless Chromium (a few minutes): notebooks 01 and 02, and the
 # widget cells of 04 and 06 on the smoke profile's tiny model. Needs Debian's chromium (apt-get install chromium)
 # or LORA_LAB_CHROMIUM=/path/to/chrome; Playwright's own browser download is not used. Screenshots go to

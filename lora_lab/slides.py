@@ -1,0 +1,132 @@
+"""Reveal.js slides of the lessons, for a 45-60 minute walkthrough each: ``python -m lora_lab.slides build/slides``
+(``make slides``). Nothing is executed: the decks show the committed outputs.
+
+Each lesson's cells carry ``slideshow.slide_type`` (a section heading starts a slide; the Colab install, import
+and exercise-check cells are skipped; ``tests/test_course_tags.py`` checks it), and plotting cells tagged
+``slides-hide-input`` show their figure without their code. The export is nbconvert's ``slides`` exporter
+(what ``jupyter nbconvert --to slides`` runs) with the template in ``lora_lab/slides_template`` that loads
+everything from beside the deck, so a deck opens with no network at all:
+
+* ``build/slides/reveal.js/``: reveal.js 4 (its ``dist/`` and the notes plugin),
+* ``build/slides/mathjax/``: MathJax 3 (``tex-chtml-full.js`` and its fonts),
+
+both unpacked from the npm registry's tarballs (``npm pack reveal.js@4 mathjax@3``), fetched once into a cache
+(``.cache/slides/``, or ``$LORA_LAB_SLIDES_CACHE``) and reused offline after that. No jQuery, RequireJS, Mermaid
+or widget manager is loaded (the template drops them), and remote badge images in the markdown become plain
+links. Serve the folder (``python -m http.server -d build/slides``) and open ``01_low_rank.slides.html``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+TEMPLATES = Path(__file__).resolve().parent / "slides_template"
+# the npm packages the decks load, and what of each is copied next to them
+ASSETS = {"reveal.js": ("reveal.js@4", ("dist/", "plugin/notes/")),
+          "mathjax": ("mathjax@3", ("es5/tex-chtml-full.js", "es5/output/chtml/", "es5/input/tex/extensions/",
+                                   "es5/ui/", "es5/a11y/"))}
+_REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\((https?://[^)\s]+)\)")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LORA_LAB_SLIDES_CACHE", ROOT / ".cache" / "slides"))
+
+
+def tarball(name: str, spec: str, cache: Path | None = None) -> Path:
+    """The npm tarball of ``spec`` (e.g. ``reveal.js@4``) in the cache, packed with ``npm pack`` the first time."""
+    cache = Path(cache or cache_dir())
+    cache.mkdir(parents=True, exist_ok=True)
+    found = sorted(cache.glob(f"{name}-*.tgz"))
+    if found:
+        return found[-1]
+    if not shutil.which("npm"):
+        raise SystemExit(f"slides: {name} is not in {cache} and npm is not installed to fetch it "
+                         f"(apt-get install npm, or put the tarball of `npm pack {spec}` there)")
+    out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", str(cache)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return cache / out[-1]
+
+
+def unpack(tgz: Path, dest: Path, keep) -> None:
+    """Copy the members of npm tarball ``tgz`` under ``package/<keep...>`` into ``dest`` (their path below the
+    first component of ``keep`` kept, e.g. ``es5/output/...`` -> ``dest/output/...``)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    with tarfile.open(tgz) as t:
+        for m in t.getmembers():
+            rel = m.name.removeprefix("package/")
+            if not m.isfile() or not any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in keep):
+                continue
+            strip = "es5/" if rel.startswith("es5/") else ""
+            target = dest / rel.removeprefix(strip)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with t.extractfile(m) as f:
+                target.write_bytes(f.read())
+
+
+def local_images_only(nb):
+    """Markdown images from the web (the Colab badge) become links: a deck must not fetch anything."""
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            c.source = _REMOTE_IMAGE.sub(lambda m: m.group(1) or "image", c.source)
+    return nb
+
+
+def exporter():
+    from nbconvert import SlidesExporter
+    from traitlets.config import Config
+
+    cfg = Config()
+    cfg.SlidesExporter.reveal_url_prefix = "reveal.js"
+    cfg.SlidesExporter.reveal_theme = "white"  # "simple" and others import Google fonts; white ships its own
+    cfg.SlidesExporter.reveal_scroll = True
+    cfg.SlidesExporter.reveal_number = "c/t"
+    cfg.SlidesExporter.reveal_width, cfg.SlidesExporter.reveal_height = "1280", "820"  # code lines are 100+ wide
+    cfg.TemplateExporter.extra_template_basedirs = [str(TEMPLATES)]
+    cfg.SlidesExporter.template_name = "lora-reveal"
+    cfg.TagRemovePreprocessor.enabled = True
+    cfg.TagRemovePreprocessor.remove_input_tags = {"slides-hide-input"}
+    return SlidesExporter(config=cfg)
+
+
+def build(out: Path, notebooks: Path = NOTEBOOKS, names=None) -> list[Path]:
+    """Write ``<name>.slides.html`` for every lesson (or those in ``names``) and the local assets into ``out``."""
+    import nbformat
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for folder, (spec, keep) in ASSETS.items():
+        unpack(tarball(folder, spec), out / folder, keep)
+    ex = exporter()
+    written = []
+    for src in sorted(Path(notebooks).glob("*.ipynb")):
+        if src.name == "solutions.ipynb" or (names and src.stem not in names and src.name not in names):
+            continue
+        nb = local_images_only(nbformat.read(src, as_version=4))
+        html, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": src.stem}, "mathjax_local": "mathjax"})
+        dest = out / f"{src.stem}.slides.html"
+        dest.write_text(html, encoding="utf-8")
+        written.append(dest)
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lora_lab.slides", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", default="build/slides")
+    ap.add_argument("names", nargs="*", help="only these lessons (e.g. 01_low_rank)")
+    args = ap.parse_args(argv)
+    written = build(Path(args.out), names=args.names)
+    print(f"slides: {len(written)} decks in {args.out} (serve it: python -m http.server -d {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The reveal.js decks (``make slides``, :mod:`lora_lab.slides`) as files: everything they load is local, every
+figure has its alt text, skipped cells are gone. ``tests/browser/test_slides.py`` opens one in Chromium."""
+import re
+import subprocess
+
+import pytest
+
+from lora_lab import slides
+
+
+@pytest.fixture(scope="module")
+def deck(tmp_path_factory):
+    out = tmp_path_factory.mktemp("slides")
+    try:
+        slides.build(out, names=["01_low_rank"])
+    except (subprocess.CalledProcessError, SystemExit) as e:  # no cached tarball and no npm registry
+        pytest.skip(f"reveal.js/MathJax not cached in {slides.cache_dir()} and npm could not fetch them: {e}")
+    return out
+
+
+def test_deck_loads_nothing_from_another_host(deck):
+    html = (deck / "01_low_rank.slides.html").read_text()
+    loads = re.findall(r'<(?:script|link|img)\b[^>]*?\b(?:src|href)="([^"]+)"', html)
+    assert loads and not [u for u in loads if re.match(r"(https?:)?//", u)], loads
+    assert "@import url(http" not in html
+    for local in ("reveal.js/dist/reveal.js", "reveal.js/dist/reveal.css", "reveal.js/dist/theme/white.css",
+                  "reveal.js/plugin/notes/notes.js", "mathjax/tex-chtml-full.js"):
+        assert local in loads and (deck / local).is_file(), local
+    assert (deck / "mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff").is_file()
+    theme = (deck / "reveal.js/dist/theme/white.css").read_text()
+    assert not re.search(r"@import url\((https?:)?//", theme)
+
+
+def test_deck_has_slides_alt_text_and_no_skipped_cells(deck):
+    html = (deck / "01_low_rank.slides.html").read_text()
+    assert html.count("<section") >= 15
+    imgs = re.findall(r"<img\b[^>]*>", html)
+    assert len(imgs) >= 6 and all(re.search(r'alt="[^"]{40,}"', i) for i in imgs), "a figure without alt text"
+    assert "google.colab" not in html, "the Colab install cell is skipped"
+    assert "fig, ax = plt.subplots()" not in html, "a plotting cell tagged slides-hide-input shows its code"
+    assert "colab-badge.svg" not in html
