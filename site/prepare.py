@@ -182,10 +182,11 @@ def rewrite_links(md: str, page_dir: str) -> str:
     return re.sub(r"(?<!!)\[([^\]]*)\]\(([^)\s]+)\)", fix, md)
 
 
-def references_cell(nb: dict, references: dict, slides: str | None) -> dict | None:
-    """A markdown cell listing the references the lesson's text cites (matched by each reference's pattern)."""
+def references_cell(nb: dict, references: dict, slides: str | None, also: tuple = ()) -> dict | None:
+    """A markdown cell listing the references the lesson's text cites (matched by each reference's pattern),
+    and those in ``also`` (what it uses without naming it, e.g. the data set)."""
     text = "\n".join(_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
-    used = [(key, ref) for key, ref in references.items() if re.search(ref["pattern"], text)]
+    used = [(key, ref) for key, ref in references.items() if key in also or re.search(ref["pattern"], text)]
     lines = []
     for key, ref in used:
         lines.append(f"- {{ref}}`{ref['short']} <ref-{key}>`: [{ref['link_text']}]({ref['url']})")
@@ -213,7 +214,8 @@ def lesson_notebooks() -> list[Path]:
     return sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def prepare(out: Path, references: dict, slides_dir: Path | None = None, student: Path | None = None) -> dict:
+def prepare(out: Path, references: dict, slides_dir: Path | None = None, student: Path | None = None,
+            lesson_references: dict | None = None) -> dict:
     """Write the Sphinx source folder ``out``; returns a summary of what was done."""
     out.mkdir(parents=True, exist_ok=True)
     summary = {"solutions": {}, "widgets": 0, "slides": [], "student": None, "teaching": False}
@@ -234,15 +236,19 @@ def prepare(out: Path, references: dict, slides_dir: Path | None = None, student
         slides = None
         deck = (slides_dir / f"{path.stem}.slides.html") if slides_dir else None
         if deck and deck.is_file():
-            _write(extra / "slides" / deck.name, deck.read_bytes())
             slides = f"../slides/{deck.name}"
             summary["slides"].append(deck.name)
-            expected.add(Path("slides") / deck.name)
-        box = references_cell(nb, references, slides)
+        box = references_cell(nb, references, slides, tuple((lesson_references or {}).get(path.stem, ())))
         if box is not None:
             nb["cells"].insert(1, box)
         _write(out / "notebooks" / path.name, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         expected.add(Path("notebooks") / path.name)
+
+    if summary["slides"]:  # the decks with what they load (reveal.js, MathJax), as make slides wrote them
+        for f in sorted(slides_dir.rglob("*")):
+            if f.is_file():
+                _write(extra / "slides" / f.relative_to(slides_dir), f.read_bytes())
+                expected.add(Path("slides") / f.relative_to(slides_dir))
 
     for page in SITE.glob("*.md"):
         if page.name == "teaching.md" and not (ROOT / "TEACHING.md").is_file():
@@ -292,4 +298,4 @@ if __name__ == "__main__":  # pragma: no cover - used by site/build.py
     import conf  # noqa: E402
 
     print(json.dumps(prepare(ROOT / "build" / "site-src", conf.REFERENCES, ROOT / "build" / "slides",
-                             ROOT / "build" / "student"), indent=1))
+                             ROOT / "build" / "student", conf.LESSON_REFERENCES), indent=1))

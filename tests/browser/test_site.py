@@ -144,6 +144,8 @@ def test_lesson_math(page, server, nb):
     colab = f"https://colab.research.google.com/github/lora-lab/lora-lab/blob/main/notebooks/{nb}.ipynb"
     assert page.locator(f"a[href='{colab}']").count() > 0, "no Open-in-Colab link with the notebook's URL"
     assert page.locator(".lesson-references a[href*='references.html#ref-hu2021']").count() == 1
+    notes = page.locator(".widget-note")
+    assert notes.count() >= 1 and "Interactive in JupyterLab or Colab" in notes.first.inner_text()
     page.locator("mjx-container").first.scroll_into_view_if_needed()
     short = nb[:2]
     page.screenshot(path=str(SHOTS / f"site-lesson-{short}-math.png"))
