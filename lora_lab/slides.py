@@ -51,7 +51,7 @@ def tarball(name: str, spec: str, cache: Path | None = None) -> Path:
         raise SystemExit(f"slides: {name} is not in {cache} and npm is not installed to fetch it "
                          f"(apt-get install npm, or put the tarball of `npm pack {spec}` there)")
     out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", str(cache)],
-                         capture_output=True, text=True, check=True).stdout.split()
+                         capture_output=True, text=True, check=True, timeout=600).stdout.split()
     return cache / out[-1]
 
 

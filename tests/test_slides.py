@@ -13,7 +13,7 @@ def deck(tmp_path_factory):
     out = tmp_path_factory.mktemp("slides")
     try:
         slides.build(out, names=["01_low_rank"])
-    except (subprocess.CalledProcessError, SystemExit) as e:  # no cached tarball and no npm registry
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, SystemExit) as e:  # no tarball, no registry
         pytest.skip(f"reveal.js/MathJax not cached in {slides.cache_dir()} and npm could not fetch them: {e}")
     return out
 
