@@ -22,6 +22,8 @@ Modules, each named after the idea it holds (tests/test_settings.py checks that 
 * :mod:`lora_lab.claims` - claims often made about LoRA, put to the test (notebook 9)
 * :mod:`lora_lab.settings` - the notebooks' real / offline / smoke profiles and backbones
 * :mod:`lora_lab.exercises` - self-checks for the notebooks' exercises
+* :mod:`lora_lab.student` - ``python -m lora_lab.student``: the student edition, and the course's cell tags
+* :mod:`lora_lab.slides` - ``python -m lora_lab.slides``: reveal.js decks of the lessons, served offline
 * :mod:`lora_lab.plots` - plots sized for a projector
 * :mod:`lora_lab.widgets` - interactive controls for the notebooks
 * :mod:`lora_lab.nbtools` - timing cells, naming the machine
