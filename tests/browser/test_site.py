@@ -186,3 +186,15 @@ def test_search(page, server):
     hits = page.locator("#search-results ul.search li").count()
     assert hits >= 5, f"searching 'rank' found {hits} pages"
     page.screenshot(path=str(SHOTS / "site-search-rank.png"), full_page=True)
+
+
+def test_lesson_links_its_slides(page, server):
+    _open(page, server + "notebooks/02_lora_layer.html")
+    link = page.locator(".lesson-references a[href$='.slides.html']")
+    if link.count() == 0:
+        pytest.skip("no slides in this build: run `make slides` before `make site`")
+    deck = urljoin(page.url, link.first.get_attribute("href"))
+    assert deck == server + "slides/02_lora_layer.slides.html"
+    _open(page, deck)
+    page.wait_for_selector(".reveal .slides section", timeout=30_000)
+    page.screenshot(path=str(SHOTS / "site-lesson-02-slides.png"))
