@@ -17,6 +17,7 @@ limit what can be chosen, and anything else shows its error message in place of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import threading
@@ -49,11 +50,74 @@ __all__ = ["in_kernel", "live_frontend", "Report", "Interactive", "interactive",
            "spectrum_slider",
            "CALCULATOR_MODELS", "SCALING_RULES", "scaling_factor", "meta_classifier", "LoRABudget", "lora_budget",
            "budget_report", "lora_calculator", "first_update_norm", "draw_first_update", "scaling_explorer",
-           "TrainingCurves", "draw_training", "LiveTraining", "Prediction", "classify_message", "AdapterChoice",
-           "AdapterPlayground", "message_playground"]
+           "TrainingCurves", "draw_training", "LiveTraining", "ui_event_poller", "Prediction", "classify_message",
+           "AdapterChoice", "AdapterPlayground", "message_playground"]
 
 CONTROLS_NOTE = ("(interactive controls: run this cell in JupyterLab or Colab to use them; "
                  "the output above is their default state)")
+NO_WIDGETS_HINT = ("(the controls need ipywidgets, which is not installed here: pip install ipywidgets, then "
+                   "restart the kernel; the output above is their default state)")
+NO_STOP_HINT = ("(no Stop button here{why}: interrupt the kernel (■) to stop cleanly after the current batch; "
+                "the history so far is kept)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ipywidgets, if there is one: every widget works on ipywidgets 7.7 (Colab) and 8 with the same core API, and
+# without ipywidgets at all shows its default state and a one-line hint
+# --------------------------------------------------------------------------------------------------------------
+
+class _StaticControl:
+    """A control without a front end (no ipywidgets): it holds a value, and setting it tells the observers, as
+    an ipywidget does, so the wiring is the same (and testable)."""
+
+    def __init__(self, value=None, **kwargs):
+        self.value_ = value
+        self.kwargs = kwargs
+        self.observers = []
+
+    @property
+    def value(self):
+        return self.value_
+
+    @value.setter
+    def value(self, new):
+        old, self.value_ = self.value_, new
+        if new != old:
+            for fn in self.observers:
+                fn({"name": "value", "old": old, "new": new, "owner": self, "type": "change"})
+
+    def observe(self, fn, names=None):
+        self.observers.append(fn)
+
+    def on_click(self, fn):
+        pass
+
+    def __getattr__(self, name):  # max, min, description, disabled, ...: whatever was given, else None
+        return self.__dict__.get("kwargs", {}).get(name)
+
+
+class _NoWidgets:
+    """Stands in for the ``ipywidgets`` module when it is not installed: every control is a :class:`_StaticControl`."""
+
+    available = False
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: _StaticControl(**kwargs) if name != "Layout" else None
+
+
+def _ipywidgets():
+    """The ``ipywidgets`` module, or a stand-in (:class:`_NoWidgets`) when it cannot be imported."""
+    try:
+        import ipywidgets
+    except ImportError:
+        return _NoWidgets()
+    return ipywidgets
+
+
+def _has_widgets(w) -> bool:
+    return getattr(w, "available", True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -185,16 +249,18 @@ def interactive(draw: Callable, controls: dict, *, show: bool = True, before=Non
     plain output, so it is saved with the notebook), then display the controls; every change redraws that
     same output in place. ``show=False`` builds and draws without displaying (tests, scripts). ``before``: an
     optional widget shown above the controls (e.g. a note)."""
-    import ipywidgets as w
-
+    w = _ipywidgets()
     it = Interactive(draw, dict(controls))
     it.redraw()
     it.redraws = 0
     kids = ([before] if before is not None else []) + list(controls.values())
-    it.box = w.VBox(kids)
+    it.box = w.VBox(kids) if _has_widgets(w) else None
     if show and in_kernel():
         it.handles = [_display(obj, display_id=True) for obj in it.outputs]
-        _show_controls(it.box)
+        if it.box is not None:
+            _show_controls(it.box)
+        else:  # no ipywidgets: the default state above, and how to get the controls
+            _display(Report(f'<div style="color:#555"><i>{escape(NO_WIDGETS_HINT)}</i></div>', NO_WIDGETS_HINT))
     for c in controls.values():
         c.observe(it.redraw, names="value")
     return it
@@ -361,8 +427,7 @@ def draw_spectrum(decay: float, k: int, m: int = 200, n: int = 120) -> Figure:
 def rank_slider(matrix, k: int = 20, *, title: str = "truncated SVD", show: bool = True) -> Interactive:
     """A rank slider on a matrix (e.g. the photo): the reconstruction, its error, the Eckart-Young bound and
     the numbers stored, all redrawn together. The slider only offers ranks 1 .. the matrix's smaller side."""
-    import ipywidgets as w
-
+    w = _ipywidgets()
     low = LowRank(matrix)
     k = min(max(int(k), 1), low.max_rank)
     slider = w.IntSlider(value=k, min=1, max=low.max_rank, description="rank k", continuous_update=False,
@@ -381,8 +446,7 @@ def rank_summary(r: RankApprox) -> Report:
 
 def spectrum_slider(decay: float = 0.85, k: int = 10, m: int = 200, n: int = 120, *, show: bool = True) -> Interactive:
     """Two sliders: how fast the singular values decay, and the rank kept."""
-    import ipywidgets as w
-
+    w = _ipywidgets()
     d = w.FloatSlider(value=decay, min=0.5, max=0.99, step=0.01, description="decay per index",
                       continuous_update=False, style={"description_width": "initial"}, layout=w.Layout(width="60%"))
     kk = w.IntSlider(value=k, min=1, max=min(m, n), description="rank k", continuous_update=False,
@@ -570,8 +634,7 @@ def lora_calculator(model: str = "gpt2", rank: int = 16, target: str = "all", al
                     rule: str = "α/r", *, show: bool = True) -> Interactive:
     """Model, rank, targets, α and scaling rule -> :func:`budget_report`. The rank slider's maximum follows the
     model (its smallest wrapped layer's width)."""
-    import ipywidgets as w
-
+    w = _ipywidgets()
     style = {"description_width": "initial"}
     models = [m for m in CALCULATOR_MODELS if m != "all-MiniLM-L6-v2" or _has_transformers()]
     controls = {
@@ -648,8 +711,7 @@ def scaling_explorer(rank: int = 16, rule: str = "α/r", init: str = "peft", alp
                      show: bool = True) -> Interactive:
     """Rank, scaling rule, init and α -> the size of the first update, measured live (one Adam step on a
     256 x 256 layer, a few milliseconds)."""
-    import ipywidgets as w
-
+    w = _ipywidgets()
     style = {"description_width": "initial"}
     controls = {
         "rank": w.IntSlider(value=rank, min=1, max=256, description="rank r", continuous_update=False, style=style,
@@ -722,6 +784,35 @@ def draw_training(curves: TrainingCurves, title: str = "training", status: str =
     return fig
 
 
+def _ipykernel_major() -> int | None:
+    try:
+        import ipykernel
+    except ImportError:
+        return None
+    try:
+        return int(str(ipykernel.__version__).split(".")[0])
+    except ValueError:
+        return None
+
+
+def ui_event_poller():
+    """How the Stop button's click reaches the kernel while a cell trains: ``(events, why)``.
+
+    A click is a comm message on the kernel's shell channel. ipykernel 7 handles it while the cell ``await``s
+    (``events`` is None: nothing to do). ipykernel 6 (Colab has 6.17.1) queues it behind the running cell, so
+    the cell must hand it over itself: ``events`` is jupyter-ui-poll's ``ui_events()``, an async context whose
+    ``await poll(n)`` processes up to n waiting messages (execute requests of later cells are held back and run
+    after this cell). ``why`` is None when a Stop button can work, else the reason it cannot (no jupyter-ui-poll)."""
+    major = _ipykernel_major()
+    if not in_kernel() or major is None or major >= 7:
+        return None, None
+    try:
+        from jupyter_ui_poll import ui_events
+    except ImportError:
+        return None, f" (ipykernel {major} needs jupyter-ui-poll for it: pip install jupyter-ui-poll)"
+    return ui_events(), None
+
+
 class LiveTraining:
     """Train with :func:`lora_lab.train.train_classifier` while one figure of loss and accuracy grows in place,
     with a Stop button that ends training cleanly after the current batch (the history so far is kept and
@@ -777,16 +868,21 @@ class LiveTraining:
 
         if not self.live:
             return train_classifier(model, train_loader, val_loader, **kwargs)
-        import ipywidgets as w
-
+        w = _ipywidgets()
         kwargs.setdefault("progress", False)  # the figure is the progress bar
         log_lines = []
         kwargs["log"] = log_lines.append
-        self.button = w.Button(description="Stop after this batch", button_style="danger", icon="stop")
-        self.button.on_click(self.request_stop)
+        events, why = ui_event_poller() if _has_widgets(w) else (None, " (ipywidgets is not installed)")
         self.status = "starting…"
         self.handle = _display(self.figure(), display_id=True)
-        _display(self.button)
+        if why is None:
+            self.button = w.Button(description="Stop after this batch", button_style="danger", icon="stop")
+            self.button.on_click(self.request_stop)
+            _display(self.button)
+        else:
+            self.button = None
+            hint = NO_STOP_HINT.format(why=why)
+            _display(Report(f'<div style="color:#555"><i>{escape(hint)}</i></div>', hint))
         result, error = {}, {}
 
         def work():
@@ -799,24 +895,29 @@ class LiveTraining:
         worker.start()
         last = time.perf_counter()
         try:
-            while worker.is_alive():
-                await asyncio.sleep(0.05)
-                if time.perf_counter() - last >= self.redraw_every_s:
-                    self._redraw()
-                    last = time.perf_counter()
+            async with (events or contextlib.nullcontext()) as poll:
+                while worker.is_alive():
+                    await asyncio.sleep(0.05)
+                    if poll is not None:  # ipykernel < 7: hand the kernel the button's click (a comm message)
+                        await poll(10)
+                    if time.perf_counter() - last >= self.redraw_every_s:
+                        self._redraw()
+                        last = time.perf_counter()
         except (asyncio.CancelledError, KeyboardInterrupt):  # the kernel's interrupt: stop cleanly, keep the history
             self.request_stop()
             while worker.is_alive():
                 worker.join(0.05)
         if "e" in error:
-            self.button.disabled = True
+            if self.button is not None:
+                self.button.disabled = True
             raise error["e"]
         hist = result["hist"]
         self.curves.epochs = hist.to_dict("records")
         done = f"stopped early in epoch {len(hist)}" if hist.attrs.get("stopped_early") else "finished"
         self.status = f"{done}: " + (log_lines[-1] if log_lines else "")
         self._redraw()
-        self.button.description, self.button.disabled = done, True
+        if self.button is not None:
+            self.button.description, self.button.disabled = done, True
         return hist
 
 
@@ -951,8 +1052,7 @@ def message_playground(playground: AdapterPlayground, text: str = "", choice: st
                        show: bool = True) -> Interactive:
     """A text box, a dropdown of the adapters (and the base model), and a merge toggle, wired to
     :meth:`AdapterPlayground.report`. Press Enter (or leave the box) to classify."""
-    import ipywidgets as w
-
+    w = _ipywidgets()
     names = list(playground.choices)
     style = {"description_width": "initial"}
     controls = {

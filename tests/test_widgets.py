@@ -3,6 +3,7 @@ control redraws; a bad value shows a message in place), and the training callbac
 import asyncio
 import copy
 import math
+import time
 
 import numpy as np
 import pytest
@@ -356,3 +357,179 @@ def test_message_playground_shows_errors_in_place(playground):
     assert it.error is None and "nothing to merge" in it.result.text
     it.controls["name"].value = "spam"
     assert "merged into the weights" in it.result.text and it.redraws == 5
+
+
+# ---------------------------------------------------------------- without ipywidgets: default state and a hint
+
+@pytest.fixture
+def no_ipywidgets(monkeypatch):
+    """As if ipywidgets were not installed (a plain ``pip install lora-lab`` in a Jupyter without it)."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "ipywidgets" or m.startswith("ipywidgets.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets -> ImportError
+    with pytest.raises(ImportError):
+        import ipywidgets  # noqa: F401
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """What the widgets display, as if in a kernel: a list of (object, display_id) pairs."""
+    import IPython.display
+
+    out = []
+
+    def display(obj, raw=False, display_id=None, **kw):
+        out.append((obj, display_id))
+        return IPython.display.DisplayHandle() if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr(W, "in_kernel", lambda: True)
+    return out
+
+
+def test_without_ipywidgets_each_widget_shows_its_default_state_and_a_hint(no_ipywidgets, shown, photo, playground):
+    built = [W.rank_slider(photo, k=5), W.spectrum_slider(k=3), W.scaling_explorer(rank=4),
+             W.lora_calculator(rank=8, target="attention"),
+             W.message_playground(playground, "hello there", "spam")]
+    texts = [o.get("text/plain", "") for o, _ in shown if isinstance(o, dict)]
+    assert texts.count(W.NO_WIDGETS_HINT) == len(built)  # one hint line per widget, instead of the controls
+    assert sum(1 for o, _ in shown if isinstance(o, dict) and "image/png" in o) == 3  # the default figures
+    assert "rank 8" in built[3].result.text and "median latency" in built[4].result.text
+    assert all(it.box is None for it in built)
+    it = built[0]  # the stand-in controls still redraw when set (scripts, tests)
+    it.controls["k"].value = 7
+    assert it.redraws == 1 and it.outputs[1].text.startswith("rank 7:")
+
+
+def test_without_ipywidgets_live_training_draws_and_says_how_to_stop(no_ipywidgets, shown):
+    train, val = _loaders()
+    view = W.LiveTraining("t", live=True, redraw_every_s=0.0)
+    hist = asyncio.run(view.train(_model(), train, val, epochs=1, lr=1e-3))
+    assert len(hist) == 1 and view.button is None and view.redraws >= 1
+    hints = [o["text/plain"] for o, _ in shown if isinstance(o, dict) and "interrupt the kernel" in o["text/plain"]]
+    assert hints == [W.NO_STOP_HINT.format(why=" (ipywidgets is not installed)")]
+
+
+# ---------------------------------------------------------------- the Stop button on ipykernel 6 and 7
+
+def test_stop_button_needs_no_poller_on_ipykernel_7_and_jupyter_ui_poll_on_6(monkeypatch):
+    monkeypatch.setattr(W, "in_kernel", lambda: True)
+    monkeypatch.setattr(W, "_ipykernel_major", lambda: 7)
+    assert W.ui_event_poller() == (None, None)  # ipykernel 7 hears the click while the cell awaits
+    monkeypatch.setattr(W, "_ipykernel_major", lambda: 6)
+    jup = pytest.importorskip("jupyter_ui_poll")
+    monkeypatch.setattr(jup, "ui_events", lambda: "ui_events()")
+    assert W.ui_event_poller() == ("ui_events()", None)
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jupyter_ui_poll", None)
+    events, why = W.ui_event_poller()
+    assert events is None and "pip install jupyter-ui-poll" in why
+
+
+def test_live_training_hands_the_click_over_while_it_waits(monkeypatch):
+    """ipykernel 6's path: the click (a queued comm message) is only seen when the waiting loop polls; here the
+    poll itself delivers it, after a few batches have run."""
+    train, val = _loaders()
+    view = W.LiveTraining("t", live=True, redraw_every_s=0.0)
+    polls = []
+
+    class Events:  # jupyter-ui-poll's ui_events(): an async context giving an awaitable poll(n)
+        async def __aenter__(self):
+            async def poll(n):
+                polls.append(n)
+                if len(view.curves.steps) >= 3 and not view.stop_requested.is_set():
+                    view.button.click()  # what the queued comm message does when the kernel processes it
+            return poll
+
+        async def __aexit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(W, "ui_event_poller", lambda: (Events(), None))
+    hist = asyncio.run(view.train(_model(), train, val, epochs=500, lr=1e-3))
+    assert polls and hist.attrs["stopped_early"] and len(hist) < 500
+    assert view.button.description.startswith("stopped early")
+
+
+KERNEL_SETUP = '''
+import torch, lora_lab
+from lora_lab import widgets as W
+from lora_lab.data import make_loader
+from lora_lab.gpt2 import GPT, PRESETS
+from lora_lab.train import set_seed
+g = torch.Generator().manual_seed(0)
+items = []
+for i in range(48):
+    ids = (torch.randint(0, 50, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g) + 50 * (i % 2)).tolist()
+    items.append((ids, i % 2))
+train, val = make_loader(items, 8, shuffle=True, drop_last=True, seed=0), make_loader(items[:16], 8)
+set_seed(0)
+model = GPT(PRESETS["tiny"]).to_classifier(2)
+lora_lab.replace_linear_with_lora(model, 4, 4)
+lora_lab.mark_only_lora_trainable(model);
+'''
+
+
+@pytest.mark.slow
+def test_stop_button_click_reaches_a_real_kernel_while_training(tmp_path):
+    """A real kernel (this environment's ipykernel: 7 under make test, 6.17.1 under make test-colab) runs notebook
+    4's ``await LiveTraining(...).train(...)``; the test sends the click exactly as a front end does (a comm_msg
+    on the shell channel to the Button's comm) and a later cell's execute request, both while training runs.
+    Training must stop after the current batch, and the later cell must run after, not inside, the training."""
+    import json
+    import os
+    import queue
+    import sys
+
+    jc = pytest.importorskip("jupyter_client")
+    pytest.importorskip("ipywidgets")
+    spec = tmp_path / "kernels" / "lora-lab-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "language": "python",
+                                                  "display_name": "test"}))
+    ksm = jc.kernelspec.KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    km = jc.KernelManager(kernel_name="lora-lab-test", kernel_spec_manager=ksm)
+    env = {**os.environ, "LORA_LAB_PROGRESS": "0", "MPLBACKEND": "Agg"}
+    km.start_kernel(env=env, cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        kc.execute_interactive(KERNEL_SETUP, timeout=120)
+        train_id = kc.execute("view = W.LiveTraining('t', live=True, redraw_every_s=0.1)\n"
+                              "hist = await view.train(model, train, val, epochs=3000, lr=1e-3)\n"
+                              "print('RESULT', hist.attrs['stopped_early'], len(hist), view.button.description)")
+        button, updates, later_id, out, t0 = None, 0, None, [], time.monotonic()
+        while time.monotonic() - t0 < 180:
+            try:
+                msg = kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "comm_open" and content["data"].get("state", {}).get("_model_name") == "ButtonModel":
+                button = content["comm_id"]
+            elif kind == "update_display_data":
+                updates += 1
+                if updates == 2 and later_id is None:  # training is running: a later cell, then the click
+                    later_id = kc.execute("print('LATER CELL', view.stop_requested.is_set())")
+                    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": button, "data": {
+                        "method": "custom", "content": {"event": "click"}}}))
+            elif kind == "stream":
+                out.append((msg["parent_header"].get("msg_id"), content["text"]))
+            elif kind == "error":
+                pytest.fail("\n".join(content["traceback"])[-3000:])
+            if any("LATER CELL" in t for _, t in out):
+                break
+        assert button is not None and later_id is not None, f"no Stop button or no training updates: {out}"
+        text = "".join(t for _, t in out)
+        assert "RESULT True" in text, f"training did not stop on the click within 180 s: {text[-2000:]}"
+        _, n_epochs, *desc = text.split("RESULT", 1)[1].split("\n")[0].split()
+        assert int(n_epochs) < 3000 and " ".join(desc).startswith("stopped early")
+        assert text.index("RESULT") < text.index("LATER CELL True")  # held back, then run after training
+        assert [p for p, t in out if "RESULT" in t] == [train_id] and [p for p, t in out if "LATER" in t] == [later_id]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
