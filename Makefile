@@ -85,6 +85,30 @@ test-browser: $(VENV)/.browser
 	LORA_LAB_BROWSER_TEST=1 PYTHONWARNINGS=ignore::DeprecationWarning \
 	  $(PY) -m pytest tests/browser -v -p no:cacheprovider
 
+# The course on Colab's preinstalled versions (constraints/colab.txt: ipywidgets 7.7.1, ipykernel 6.17.1,
+# IPython 7.34.0, notebook 6.5.7, ...) in its own environment, .venv-colab: install lora-lab as the notebooks'
+# Colab cells do and check that no preinstalled package changes, then the widgets' unit tests and every notebook
+# under nbval (smoke profile). torch is the CPU wheel $(COLAB_TORCH), not Colab's CUDA build. 4 min 47 s from
+# scratch on 2 cores with pip's cache warm (2026-12-03; about 2.5 min when .venv-colab already exists).
+COLAB_VENV ?= .venv-colab
+COLAB_PY := $(COLAB_VENV)/bin/python
+COLAB_TORCH ?= torch==2.13.0
+$(COLAB_VENV)/.colab: constraints/colab.txt
+	rm -rf $(COLAB_VENV)
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_PY) -m pip install --quiet "$(COLAB_TORCH)" $(PIP_TORCH_FLAGS)
+	$(COLAB_PY) -m pip install --quiet -r constraints/colab.txt "$(COLAB_TORCH)"
+	$(COLAB_PY) constraints/colab_install_check.py baseline
+	touch $@
+
+.PHONY: test-colab
+test-colab: $(COLAB_VENV)/.colab
+	$(COLAB_PY) constraints/colab_install_check.py install
+	$(COLAB_PY) -m pip install --quiet -c constraints/colab.txt "nbval>=0.11"  # test tool only, after the check
+	LORA_LAB_PROFILE=smoke LORA_LAB_PROGRESS=0 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning \
+	  $(COLAB_PY) -m pytest tests/test_widgets.py notebooks --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=900 -p no:cacheprovider --durations=5
+
 # Each lesson's run time per profile (benchmarks/lesson-times.json: offline from the committed notebooks' own
 # execution metadata, smoke measured here with nbclient, a few minutes), then TEACHING.md's table from it.
 # Run it after make execute. LESSON_PROFILES=offline skips the smoke runs.
