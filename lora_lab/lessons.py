@@ -244,11 +244,7 @@ def measure(profiles=("offline", "smoke"), only=None, out: Path | None = None, l
                                    "the sum over code cells of shell.execute_reply - iopub.execute_input; the "
                                    "machine is the one the notebook printed"}
         for les in chosen:
-            t = offline_times(_load(les))
-            t["notebook_commit"] = subprocess.run(
-                ["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", f"notebooks/{les.file}"],
-                capture_output=True, text=True).stdout.strip() or None
-            lessons.setdefault(les.name, {})["offline"] = t
+            lessons.setdefault(les.name, {})["offline"] = t = offline_times(_load(les))
             log(f"offline {les.name}: {t.get('wall_s')} s ({t.get('machine')})")
     if "smoke" in profiles:
         profs["smoke"] = {

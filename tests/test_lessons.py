@@ -58,6 +58,25 @@ def test_card_in_each_profile(profile, monkeypatch, capsys, times):
     assert f"{off['wall_s'] / 60:.1f} min (Intel Xeon Processor, 2 cores" in out
 
 
+@pytest.mark.parametrize("les", LESSONS, ids=lambda les: les.name)
+def test_every_lesson_has_a_short_card(les, capsys, times):
+    lesson_card(les.name, profile="offline")
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 6
+    assert re.search(r"→ offline [\d.]+ (s|min) \(Intel Xeon Processor, 2 cores", out)
+
+
+def test_measure_merges_into_the_file(tmp_path, times):
+    """Re-measuring one profile of one lesson keeps every other entry (the smoke runs are minutes)."""
+    out = tmp_path / "lesson-times.json"
+    out.write_text(json.dumps(times))
+    data = lessons.measure(("offline",), only=["01"], out=out, log=lambda *a: None)
+    assert data["lessons"]["01_low_rank"]["smoke"] == times["lessons"]["01_low_rank"]["smoke"]
+    assert data["lessons"]["01_low_rank"]["offline"] == times["lessons"]["01_low_rank"]["offline"]
+    assert list(data["lessons"]) == [les.name for les in LESSONS]
+    assert json.loads(out.read_text()) == data
+
+
 def test_card_reads_the_profile_as_the_notebooks_do(monkeypatch, capsys):
     monkeypatch.delenv("LORA_LAB_PROFILE", raising=False)
     lesson_card(1)
@@ -99,7 +118,7 @@ def test_times_cover_every_notebook_and_never_a_gpu(times):
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_offline_times_are_the_notebooks_own_metadata(nb, times):
     """Re-executing a notebook (make execute) changes its metadata: then run make lesson-times."""
-    committed = {k: v for k, v in times["lessons"][nb.stem]["offline"].items() if k != "notebook_commit"}
+    committed = times["lessons"][nb.stem]["offline"]
     assert committed == lessons.offline_times(json.loads(nb.read_text())), "run make lesson-times"
 
 
