@@ -28,6 +28,8 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 SOLUTIONS = "solutions.ipynb"
 EXERCISE_TAG = re.compile(r"^ex-\d+\.\d+$")
+_SOLUTIONS_LINK = re.compile(r"\[([^\]]*)\]\(solutions\.ipynb\)")
+_NOT_HERE = f"`{SOLUTIONS}` (your teacher has it; it is not in the student edition)"
 
 
 def lessons(notebooks: Path = NOTEBOOKS) -> list[Path]:
@@ -43,10 +45,12 @@ def exercise_ids(cells, kind: str) -> set[str]:
 
 def student_notebook(nb):
     """``nb`` (an nbformat notebook) as a student gets it: no solution cells, no outputs, no counts, no
-    execution timings or saved widget state."""
+    execution timings or saved widget state, and no link to ``solutions.ipynb``."""
     nb.cells = [c for c in nb.cells if "solution" not in c.get("metadata", {}).get("tags", [])]
     for c in nb.cells:
         c.metadata.pop("execution", None)
+        if c.cell_type == "markdown" and SOLUTIONS in c.source:  # no link to a notebook the edition leaves out
+            c.source = _SOLUTIONS_LINK.sub(r"\1", c.source).replace(f"`{SOLUTIONS}`", _NOT_HERE)
         if c.cell_type == "code":
             c.outputs = []
             c.execution_count = None

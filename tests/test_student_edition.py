@@ -37,6 +37,9 @@ def test_edition_notebook_has_no_solution_and_no_output(edition, name):
         if c["cell_type"] == "code":
             assert c["outputs"] == [] and c["execution_count"] is None, f"{name}: outputs left"
     assert "widgets" not in nb["metadata"]
+    text = "".join("".join(c["source"]) for c in nb["cells"])
+    assert "(solutions.ipynb)" not in text, f"{name}: links to the notebook the edition leaves out"
+    assert text.count("solutions.ipynb") == text.count("not in the student edition")
     # the exercises and their check cells stay, in order
     ex = lambda cells: [c["id"] for c in cells if "exercise" in c["metadata"].get("tags", [])]  # noqa: E731
     assert ex(nb["cells"]) == ex(original["cells"])
