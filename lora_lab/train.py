@@ -184,11 +184,13 @@ def _explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype) -> str:
 
 
 def make_grad_scaler(device: torch.device, amp_dtype) -> torch.amp.GradScaler:
-    """The loss scaler for this precision: enabled only for fp16 autocast on CUDA, where small gradients would
-    underflow to zero without it. Disabled, it passes the loss and the optimizer step straight through, so
-    every precision takes the same code path."""
+    """The loss scaler for this precision: enabled for fp16 autocast (a T4, the free Colab GPU, has no bf16), where
+    small gradients would underflow to zero without it; on a CPU too (``precision="fp16"``), so that the T4's
+    branch runs, and is tested, without a GPU. An enabled scaler skips every step whose gradients overflowed
+    (inf/NaN) and halves its scale; :func:`train_classifier` counts those steps. Disabled (fp32, bf16), it passes the
+    loss and the optimizer step straight through, so every precision takes the same code path."""
     device = torch.device(device)
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type in ("cuda", "cpu"))
 
 
 def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max_grad_norm=None, *,
@@ -208,7 +210,7 @@ def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max
         raise NonFiniteLossError(_explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype))
     scaler = scaler or make_grad_scaler(device, amp_dtype)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()  # a disabled scaler (all but fp16 on CUDA) passes everything through
+    scaler.scale(loss).backward()  # a disabled scaler (all but fp16) passes everything through
     if max_grad_norm:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
@@ -279,7 +281,9 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
     Returns a DataFrame, one row per epoch: ``train_loss``, ``train_acc`` (running, over the epoch's
     batches), ``val_loss``, ``val_acc``, ``epoch_s`` (training time), ``eval_s``, ``elapsed_s`` (wall time
     so far, evaluation included), ``tokens_per_s`` (real, non-padding training tokens per second) and
-    ``peak_mem_mb``. ``df.attrs`` holds the device and precision. Raises
+    ``peak_mem_mb``; with fp16 (its loss scaler on) also ``skipped_steps`` (steps whose gradients overflowed in
+    fp16: the scaler skipped them, nothing was updated, and it halved its scale) and ``loss_scale`` (the scale at
+    the epoch's end). ``df.attrs`` holds the device and precision. Raises
     :class:`NonFiniteLossError` when the loss becomes NaN or infinite, before that step changes anything,
     naming the parameters or the layer at fault.
 
@@ -318,14 +322,18 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
         sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct, n, tokens
+        skipped = 0  # fp16 steps the scaler skipped (overflowed gradients)
         t0 = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", disable=not show, leave=False)
         for step, batch in enumerate(bar, 1):
             batch = batch.to(device)
+            scale = scaler.get_scale() if scaler.is_enabled() else None  # (a sync per step, fp16 only)
             try:
                 loss, correct = train_step(model, batch, optimizer, device, amp_dtype, scaler, max_grad_norm)
             except NonFiniteLossError as e:
                 raise NonFiniteLossError(f"training stopped at epoch {epoch}, step {step}: {e}") from None
+            if scale is not None and scaler.get_scale() < scale:  # the scaler backs off only when it skipped
+                skipped += 1
             n = len(batch.labels)
             sums[0] += loss * n
             sums[1] += correct
@@ -348,11 +356,15 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
                "val_acc": val["accuracy"], "epoch_s": train_s, "eval_s": time.perf_counter() - t1,
                "elapsed_s": time.perf_counter() - t_start, "tokens_per_s": tokens / train_s,
                "peak_mem_mb": peak_memory_bytes(device) / 2**20}
+        if scaler.is_enabled():
+            row.update(skipped_steps=skipped, loss_scale=scaler.get_scale())
         rows.append(row)
         if log and _is_main_process():
             log(f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.1%} | "
                 f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.1%} | {train_s:.1f}s, "
-                f"{row['tokens_per_s']:,.0f} tok/s")
+                f"{row['tokens_per_s']:,.0f} tok/s"
+                + (f" | fp16: {skipped} step(s) skipped (overflow), loss scale {row['loss_scale']:g}"
+                   if scaler.is_enabled() else ""))
         if stopped:
             break
     df = pd.DataFrame(rows)
