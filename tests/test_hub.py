@@ -34,7 +34,8 @@ def gpt2_repo(tmp_path_factory):
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config()).eval()  # GPT-2 124M's shape, random weights
     folder = tmp_path_factory.mktemp("hub") / "gpt2"
     model.save_pretrained(folder, safe_serialization=True)
-    return folder, model, StandInHub({REPO: (folder, COMMIT)})
+    yield folder, model, StandInHub({REPO: (folder, COMMIT)})
+    shutil.rmtree(folder, ignore_errors=True)  # 498 MB that pytest would otherwise keep for three sessions
 
 
 @pytest.fixture
