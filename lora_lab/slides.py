@@ -34,6 +34,9 @@ ASSETS = {"reveal.js": ("reveal.js@4", ("dist/", "plugin/notes/")),
           "mathjax": ("mathjax@3", ("es5/tex-chtml-full.js", "es5/output/chtml/", "es5/input/tex/extensions/",
                                    "es5/ui/", "es5/a11y/"))}
 _REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\((https?://[^)\s]+)\)")
+_NOTEBOOK_LINK = re.compile(r"\]\(([\w.-]+)\.ipynb(#[^)\s]*)?\)")
+# where a deck's link to a notebook without a deck (the solutions) goes: the notebook on the repository's site
+NOTEBOOK_URL = "https://github.com/lora-lab/lora-lab/blob/main/notebooks/{}.ipynb"
 
 
 def cache_dir() -> Path:
@@ -80,6 +83,19 @@ def local_images_only(nb):
     return nb
 
 
+def notebook_links(nb, decks):
+    """A link to another notebook (``solutions.ipynb``) points at its deck when it has one, else at the notebook
+    in the repository: next to the decks there is no ``.ipynb`` to open."""
+    def target(m):
+        name, anchor = m.group(1), m.group(2) or ""
+        return f"]({name}.slides.html{anchor})" if name in decks else f"]({NOTEBOOK_URL.format(name)}{anchor})"
+
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            c.source = _NOTEBOOK_LINK.sub(target, c.source)
+    return nb
+
+
 def exporter():
     from nbconvert import SlidesExporter
     from traitlets.config import Config
@@ -107,10 +123,12 @@ def build(out: Path, notebooks: Path = NOTEBOOKS, names=None) -> list[Path]:
         unpack(tarball(folder, spec), out / folder, keep)
     ex = exporter()
     written = []
-    for src in sorted(Path(notebooks).glob("*.ipynb")):
-        if src.name == "solutions.ipynb" or (names and src.stem not in names and src.name not in names):
+    lessons = [src for src in sorted(Path(notebooks).glob("*.ipynb")) if src.name != "solutions.ipynb"]
+    decks = {src.stem for src in lessons}
+    for src in lessons:
+        if names and src.stem not in names and src.name not in names:
             continue
-        nb = local_images_only(nbformat.read(src, as_version=4))
+        nb = notebook_links(local_images_only(nbformat.read(src, as_version=4)), decks)
         html, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": src.stem}, "mathjax_local": "mathjax"})
         dest = out / f"{src.stem}.slides.html"
         dest.write_text(html, encoding="utf-8")

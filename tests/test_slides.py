@@ -39,3 +39,22 @@ def test_deck_has_slides_alt_text_and_no_skipped_cells(deck):
     assert "google.colab" not in html, "the Colab install cell is skipped"
     assert "fig, ax = plt.subplots()" not in html, "a plotting cell tagged slides-hide-input shows its code"
     assert "colab-badge.svg" not in html
+
+
+def test_links_to_other_notebooks_lead_somewhere_from_a_deck():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "See [the solutions](solutions.ipynb#Notebook-8) and [lesson 2](02_lora_layer.ipynb).")])
+    text = slides.notebook_links(nb, {"02_lora_layer"}).cells[0].source
+    assert "](02_lora_layer.slides.html)" in text
+    assert "](https://github.com/lora-lab/lora-lab/blob/main/notebooks/solutions.ipynb#Notebook-8)" in text
+    assert ".ipynb)" not in text.replace("solutions.ipynb#", "")
+
+
+def test_notebook_url_names_the_repository_in_pyproject():
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    repo = re.search(r'^Repository = "([^"]+)"', pyproject, re.M).group(1)
+    assert slides.NOTEBOOK_URL.startswith(repo + "/blob/main/notebooks/")
