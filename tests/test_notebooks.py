@@ -35,7 +35,19 @@ def test_colab_badge_and_install_cell_use_the_repository(nb):
     assert len(install) == 1, f"{nb.name}: one Colab install cell"
     src = "".join(install[0]["source"])
     assert f"git+{REPO_URL}.git" in src, f"{nb.name}: the install cell must install from {REPO_URL}"
-    assert "nbval-skip" in install[0].get("metadata", {}).get("tags", [])
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_installs_on_colab_then_shows_the_lesson_card(nb):
+    """The first thing a class sees: which profile runs, how to switch it, how long the lesson takes. nbval runs
+    this cell (no nbval-skip), so the card is exercised in CI in the smoke profile."""
+    first = next(c for c in cells(nb) if c["cell_type"] == "code")
+    src = "".join(first["source"])
+    assert "google.colab" in src and src.index("google.colab") < src.index("lesson_card(")
+    assert f'lesson_card("{nb.stem}")' in src
+    assert "nbval-skip" not in first.get("metadata", {}).get("tags", [])
+    shown = "".join("".join(o.get("text", "")) for o in first.get("outputs", []))
+    assert "profile: offline" in shown and "LORA_LAB_PROFILE" in shown, f"{nb.name}: the saved card is missing"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
