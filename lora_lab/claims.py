@@ -47,7 +47,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from .files import atomic_write, write_json
-from .nbtools import checkout_root, git_commit, machine
+from .nbtools import checkout_root, committed_file, git_commit, machine
 
 __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "train_subset", "plan_steps", "Repeated",
            "embed", "neighbour_overlap", "forgetting", "perplexity", "subspace_similarity", "random_phi",
@@ -341,16 +341,9 @@ def committed_results_path(profile: str) -> Path | None:
     """The committed results file of a profile: in the checkout's ``benchmarks/claims/``, else inside the installed
     package (``lora_lab.benchmarks/claims``, e.g. on Colab; it ships there only if the packaging lists
     ``claims/*.json``), else None."""
-    name = DEFAULT_RESULTS[profile].name
     if DEFAULT_RESULTS[profile].exists():
         return DEFAULT_RESULTS[profile]
-    try:
-        from importlib.resources import files as package_files
-
-        f = package_files("lora_lab.benchmarks") / "claims" / name
-        return Path(str(f)) if f.is_file() else None
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
+    return committed_file("claims", DEFAULT_RESULTS[profile].name)
 
 
 def load_results(path) -> dict | None:

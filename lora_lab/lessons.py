@@ -28,16 +28,17 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .nbtools import checkout_root, committed_file, git_commit
+
 __all__ = ["Lesson", "LESSONS", "lesson", "lesson_card", "lesson_times", "markdown_words", "reading_minutes",
            "offline_times", "smoke_time", "times_table"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = checkout_root() or Path.cwd()  # the notebooks are read from a checkout; the card needs none
 NOTEBOOKS = REPO / "notebooks"
 TIMES_FILE = "lesson-times.json"  # no "results" key: lora_lab.bench.committed_results() must skip it
 WORDS_PER_MINUTE = 200
@@ -101,24 +102,9 @@ def _load(les: Lesson) -> dict:
 
 
 # --- the times ---------------------------------------------------------------------------------------------
-def _committed(name: str) -> Path | None:
-    """A committed benchmark file: the checkout's ``benchmarks/``, else the installed ``lora_lab.benchmarks``
-    (the rule of :func:`lora_lab.bench.committed_results` and :func:`lora_lab.claims.committed_results_path`)."""
-    f = REPO / "benchmarks" / name
-    if f.is_file():
-        return f
-    try:
-        from importlib.resources import files as package_files
-
-        f = package_files("lora_lab.benchmarks") / name
-        return Path(str(f)) if f.is_file() else None
-    except (ModuleNotFoundError, FileNotFoundError):
-        return None
-
-
 def lesson_times() -> dict:
     """The committed ``lesson-times.json`` ({} when there is none)."""
-    f = _committed(TIMES_FILE)
+    f = committed_file(TIMES_FILE)
     return json.loads(f.read_text(encoding="utf-8")) if f else {}
 
 
@@ -211,17 +197,6 @@ def smoke_time(les: Lesson, env: dict | None = None, timeout: int = 900) -> dict
             "load1_after": round(load1, 2)}
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "lora_lab", "notebooks"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def measure(profiles=("offline", "smoke"), only=None, out: Path | None = None, log=print) -> dict:
     """Measure the asked profiles and merge them into ``benchmarks/lesson-times.json`` (the other profiles'
     entries are kept), written atomically."""
@@ -251,7 +226,7 @@ def measure(profiles=("offline", "smoke"), only=None, out: Path | None = None, l
             "how": "each notebook executed with nbclient (nothing saved), wall_s from kernel start to the last "
                    "reply; cells_s the sum of its cells' execution times; env " + " ".join(
                        f"{k}={v}" for k, v in SMOKE_ENV.items()),
-            "machine": machine(), "torch": torch.__version__, "commit": _commit(),
+            "machine": machine(), "torch": torch.__version__, "commit": git_commit() or "unknown",
             "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "note": "measured on a machine shared with other jobs on the same cores: the 1-minute load average "
                     "before and after each notebook says how busy it was (above the core count, processes waited "

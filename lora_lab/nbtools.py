@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit"]
+__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit", "committed_file"]
 
 # the instruction-set extensions that decide how fast fp32 and bf16 matrix products run on a CPU
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -117,4 +117,20 @@ def git_commit() -> str | None:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head + ("+uncommitted changes" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def committed_file(*parts: str) -> Path | None:
+    """A committed results file, e.g. ``committed_file("claims", "claims-offline.json")``: the checkout's
+    ``benchmarks/`` first, else the copy that ships inside the installed package as ``lora_lab.benchmarks`` (on
+    Colab, where there is no checkout); None when neither has it."""
+    root = checkout_root()
+    if root is not None and root.joinpath("benchmarks", *parts).is_file():
+        return root.joinpath("benchmarks", *parts)
+    try:
+        from importlib.resources import files as package_files
+
+        f = package_files("lora_lab.benchmarks").joinpath(*parts)
+        return Path(str(f)) if f.is_file() else None
+    except (ModuleNotFoundError, FileNotFoundError):
         return None

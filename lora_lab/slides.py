@@ -26,7 +26,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .nbtools import checkout_root
+
+ROOT = checkout_root() or Path.cwd()  # decks are made from a checkout's notebooks/
 NOTEBOOKS = ROOT / "notebooks"
 TEMPLATES = Path(__file__).resolve().parent / "slides_template"
 # the npm packages the decks load, and what of each is copied next to them

@@ -25,7 +25,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+from .nbtools import checkout_root
+
+NOTEBOOKS = (checkout_root() or Path.cwd()) / "notebooks"  # the edition is made from a checkout
 SOLUTIONS = "solutions.ipynb"
 EXERCISE_TAG = re.compile(r"^ex-\d+\.\d+$")
 _SOLUTIONS_LINK = re.compile(r"\[([^\]]*)\]\(solutions\.ipynb\)")

@@ -28,3 +28,11 @@ def test_no_checkout_no_commit(monkeypatch):
     monkeypatch.delenv("LORA_LAB_COMMIT", raising=False)
     monkeypatch.setattr(nbtools, "checkout_root", lambda: None)
     assert nbtools.git_commit() is None
+
+
+def test_committed_file_finds_the_checkouts_file_first(monkeypatch):
+    assert nbtools.committed_file("claims", "claims-offline.json") == ROOT / "benchmarks/claims/claims-offline.json"
+    assert nbtools.committed_file("no-such-file.json") is None
+    monkeypatch.setattr(nbtools, "checkout_root", lambda: None)  # installed from a wheel: only the packaged copy
+    found = nbtools.committed_file("lesson-times.json")
+    assert found is None or (found.name == "lesson-times.json" and ROOT / "benchmarks" != found.parent)
