@@ -3,6 +3,7 @@ control redraws; a bad value shows a message in place), and the training callbac
 import asyncio
 import copy
 import math
+import os
 import time
 
 import numpy as np
@@ -533,3 +534,51 @@ def test_stop_button_click_reaches_a_real_kernel_while_training(tmp_path):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def _python_kernel(tmp_path):
+    """A kernel spec for this very Python (so the kernel has this environment's ipykernel and ipywidgets)."""
+    import json
+    import sys
+
+    import jupyter_client
+
+    spec = tmp_path / "kernels" / "lora-lab-test"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "language": "python",
+                                                  "display_name": "test"}))
+    return jupyter_client.kernelspec.KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+@pytest.mark.parametrize("notebook", ["01_low_rank.ipynb", "02_lora_layer.ipynb"])  # 06: 50 s more in CI; its
+# widget is covered by test_without_ipywidgets_each_widget_shows_its_default_state_and_a_hint (passed on 06 too)
+def test_notebook_runs_without_ipywidgets(notebook, tmp_path, monkeypatch):
+    """A plain ``pip install lora-lab`` in a Jupyter without ipywidgets: the widget cells show their default
+    state and the one-line hint, and the notebook runs to the end (smoke profile; ipywidgets hidden from the
+    kernel by a stand-in package that fails to import, as a missing one does)."""
+    from pathlib import Path
+
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    hide = tmp_path / "hide" / "ipywidgets"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ModuleNotFoundError('no ipywidgets here', name='ipywidgets')\n")
+    for k, v in {"LORA_LAB_PROFILE": "smoke", "LORA_LAB_PROGRESS": "0", "MPLBACKEND": "Agg",
+                 "PYTHONPATH": os.pathsep.join([str(hide.parent), os.environ.get("PYTHONPATH", "")])}.items():
+        monkeypatch.setenv(k, v)
+    folder = Path(__file__).resolve().parents[1] / "notebooks"
+    nb = nbformat.read(folder / notebook, as_version=4)
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name="lora-lab-test", kernel_spec_manager=_python_kernel(tmp_path))
+    client = nbclient.NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(folder)}})
+    client.execute()  # raises CellExecutionError on any failing cell
+    texts = [o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    widget_cells = [c for c in nb.cells if c.cell_type == "code" and "from lora_lab.widgets import" in c.source
+                    and ("_slider(" in c.source or "lora_calculator(" in c.source or "scaling_explorer(" in c.source
+                         or "message_playground(" in c.source)]
+    assert widget_cells and texts.count(W.NO_WIDGETS_HINT) == len(widget_cells)
+    assert not any("ipywidgets.widgets" in t or "VBox(" in t for t in texts)

@@ -8,11 +8,13 @@ Opt-in like test_jupyterlab.py: ``make test-colab`` first (it builds .venv-colab
     LORA_LAB_BROWSER_TEST=1 .venv/bin/python -m pytest tests/browser/test_colab_widgets.py -v
 
 It copies notebooks 01 and 02 into a scratch folder, starts Notebook 6.5 there on 127.0.0.1 (smoke profile),
-runs each notebook, moves a control and checks that the output is redrawn. Screenshots go to
-``tests/browser/screenshots/colab-*.png``.
+runs each notebook, moves a control and checks that the output is redrawn; and it runs notebook 4's training
+cell, exactly as committed, after test_jupyterlab.py's smoke set-up, and clicks Stop: on ipykernel 6 the click
+reaches the kernel only through jupyter-ui-poll. Screenshots go to ``tests/browser/screenshots/colab-*.png``.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -47,6 +49,15 @@ def _why_skip() -> str | None:
 pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=_why_skip() or "")
 
 
+def _jupyterlab_test():
+    """test_jupyterlab.py's helpers (its scratch set-up for notebook 4's training cell)."""
+    spec = importlib.util.spec_from_file_location("lora_lab_test_jupyterlab", Path(__file__).with_name(
+        "test_jupyterlab.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,6 +71,9 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("colab-course")
     for name in ("01_low_rank.ipynb", "02_lora_layer.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, root / name)
+    lab = _jupyterlab_test()
+    lab._notebook(root / "live_training.ipynb", lab.LIVE_SETUP,
+                  lab._cell_source("04_lora_finetuning.ipynb", "LiveTraining"))
     port = _free_port()
     env = {**os.environ, "LORA_LAB_PROFILE": "smoke", "LORA_LAB_WIDGETS": "1", "LORA_LAB_PROGRESS": "0",
            "PYTHONWARNINGS": "ignore::DeprecationWarning", "JUPYTER_CONFIG_DIR": str(root / ".jupyter"),
@@ -194,3 +208,21 @@ def test_02_calculator_redraws_on_ipywidgets_7(browser, server, pages):
     calc.locator("button", has_text="rsLoRA α/√r").click()
     _wait_text(page, calc, "rsLoRA α/√r with α = 16, r = 16: the update is multiplied by 4")
     calc.screenshot(path=str(SHOTS / "colab-02_calculator_gpt2xl_rslora.png"))
+
+
+def test_04_stop_button_on_ipykernel_6(browser, server, pages):
+    page = _open(browser, server, "live_training.ipynb", pages)
+    page.evaluate("() => Jupyter.notebook.execute_all_cells()")
+    cell = _cell(page, "LiveTraining")
+    stop = cell.locator("button", has_text="Stop after this batch")
+    stop.wait_for(timeout=180_000)
+    first = _img(cell)
+    page.wait_for_function("([el, src]) => { const i = el.querySelector('.output_area img');"
+                           " return i && i.src !== src; }",  # the figure grows while it trains
+                           arg=[cell.element_handle(), first], timeout=60_000)
+    cell.screenshot(path=str(SHOTS / "colab-04_live_training_running.png"))
+    stop.click()
+    cell.locator("button", has_text="stopped early").wait_for(timeout=60_000)
+    _wait_text(page, cell, "epoch(s) kept, the last one partial")
+    assert "stopped early:" in cell.inner_text()
+    cell.screenshot(path=str(SHOTS / "colab-04_live_training_stopped.png"))
