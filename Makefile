@@ -88,8 +88,8 @@ test-browser: $(VENV)/.browser
 # The course on Colab's preinstalled versions (constraints/colab.txt: ipywidgets 7.7.1, ipykernel 6.17.1,
 # IPython 7.34.0, notebook 6.5.7, ...) in its own environment, .venv-colab: install lora-lab as the notebooks'
 # Colab cells do and check that no preinstalled package changes, then the widgets' unit tests and every notebook
-# under nbval (smoke profile). torch is the CPU wheel $(COLAB_TORCH), not Colab's CUDA build. 4 min 47 s from
-# scratch on 2 cores with pip's cache warm (2026-12-03; about 2.5 min when .venv-colab already exists).
+# under nbval (smoke profile). torch is the CPU wheel $(COLAB_TORCH), not Colab's CUDA build. Measured on 2 cores,
+# pip's cache warm (2026-12-03): 5 min 47 s from scratch, 3 min 16 s when .venv-colab already exists.
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 COLAB_TORCH ?= torch==2.13.0
