@@ -45,9 +45,10 @@ lint: $(VENV)/.test
 
 # Unit tests, then every notebook under nbval in the smoke profile (tiny random GPT-2, data subset).
 # Slow tests (other processes: the CLI, torchrun, kill -9) run here too; pytest -m "not slow" skips them locally.
+# The student edition's full execution (marker "edition") runs in make test-colab instead, on Colab's versions.
 test: lint $(VENV)/.test
 	LORA_LAB_PROFILE=smoke LORA_LAB_PROGRESS=0 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning \
-	  $(PY) -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
+	  $(PY) -m pytest tests notebooks -m "not edition" --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
 	  --nbval-cell-timeout=900 -p no:cacheprovider --durations=15
 
 # Re-run every notebook top to bottom in the offline profile (real MiniLM, CPU) and save its outputs: what
@@ -87,9 +88,9 @@ test-browser: $(VENV)/.browser
 
 # The course on Colab's preinstalled versions (constraints/colab.txt: ipywidgets 7.7.1, ipykernel 6.17.1,
 # IPython 7.34.0, notebook 6.5.7, ...) in its own environment, .venv-colab: install lora-lab as the notebooks'
-# Colab cells do and check that no preinstalled package changes, then the widgets' unit tests and every notebook
-# under nbval (smoke profile). torch is the CPU wheel $(COLAB_TORCH), not Colab's CUDA build. Measured on 2 cores,
-# pip's cache warm (2026-12-03): 5 min 47 s from scratch, 3 min 16 s when .venv-colab already exists.
+# Colab cells do and check that no preinstalled package changes, then the widgets' unit tests, the student edition
+# of every lesson executed top to bottom and the solutions under nbval (smoke profile): every notebook runs on
+# Colab's versions. torch is the CPU wheel $(COLAB_TORCH), not Colab's CUDA build.
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 COLAB_TORCH ?= torch==2.13.0
@@ -106,7 +107,8 @@ test-colab: $(COLAB_VENV)/.colab
 	$(COLAB_PY) constraints/colab_install_check.py install
 	$(COLAB_PY) -m pip install --quiet -c constraints/colab.txt "nbval>=0.11"  # test tool only, after the check
 	LORA_LAB_PROFILE=smoke LORA_LAB_PROGRESS=0 MPLBACKEND=Agg PYTHONWARNINGS=ignore::DeprecationWarning \
-	  $(COLAB_PY) -m pytest tests/test_widgets.py notebooks --nbval-lax --nbval-current-env \
+	  $(COLAB_PY) -m pytest tests/test_widgets.py tests/test_student_edition.py notebooks/solutions.ipynb \
+	  --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=900 -p no:cacheprovider --durations=5
 
 # Each lesson's run time per profile (benchmarks/lesson-times.json: offline from the committed notebooks' own

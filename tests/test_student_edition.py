@@ -66,6 +66,7 @@ def test_solution_cells_in_a_lesson_are_removed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.edition
 def test_student_edition_runs_top_to_bottom_in_the_smoke_profile(edition, monkeypatch):
     """Every lesson of the edition, executed as a student gets it, on the smoke profile: no error, and every
     exercise check says the exercise is not answered yet (nothing raises, nothing claims a wrong answer)."""
