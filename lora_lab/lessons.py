@@ -228,7 +228,7 @@ def measure(profiles=("offline", "smoke"), only=None, out: Path | None = None, l
                        f"{k}={v}" for k, v in SMOKE_ENV.items()),
             "machine": machine(), "torch": torch.__version__, "commit": git_commit() or "unknown",
             "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "note": "measured on a machine shared with other jobs on the same cores: the 1-minute load average "
+            "note": "the 1-minute load average "
                     "before and after each notebook says how busy it was (above the core count, processes waited "
                     "for a core, and these times are longer than on an idle machine)"}
         for les in chosen:
@@ -266,7 +266,8 @@ def times_table(times: dict | None = None) -> str:
                        if e.get("offline", {}).get("machine")})
     foot = (f"\nOffline: from the committed notebooks' execution metadata, on {'; '.join(machines) or 'unknown'}. "
             f"Smoke: executed with nbclient on {sm.get('machine', 'unknown')}, at commit {sm.get('commit', '?')}, "
-            f"started {sm.get('started', '?')}, on a machine shared with other jobs (1-minute load average shown). "
+            f"started {sm.get('started', '?')}, with the 1-minute load average before and after each "
+            "(above the core count, other work shared the cores). "
             + TABLE_END)
     return "\n".join([*rows, foot])
 
