@@ -26,7 +26,7 @@ $(VENV)/.lab: pyproject.toml $(VENV)/.torch
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[lab,test,offline]"
+	$(PY) -m pip install --quiet -e ".[lab,test,offline,slides]"
 	touch $@
 
 install: $(VENV)/.lab
@@ -67,10 +67,14 @@ clean:
 student: $(VENV)/.lab
 	$(PY) -m lora_lab.student build/student
 
-# reveal.js slides of every lesson (build/slides/<name>.slides.html), not executed, with reveal.js 4 and MathJax 3
-# next to them (no CDN): npm packs both once into .cache/slides/ (npm is needed that first time), offline after
-# that. Open with: python -m http.server -d build/slides (then <name>.slides.html). JupyterLab's RISE is in make lab.
-slides: $(VENV)/.lab
+# reveal.js slides of every lesson (build/slides/<name>.slides.html), not executed, with reveal.js 5 and MathJax 3
+# next to them (no CDN), copied from PyPI packages that ship them (the slides extra): no network once installed.
+# Open with: python -m http.server -d build/slides (then <name>.slides.html). JupyterLab's RISE is in make lab.
+$(VENV)/.slides: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install --quiet -e ".[lab,slides]"
+	touch $@
+
+slides: $(VENV)/.slides
 	$(PY) -m lora_lab.slides build/slides
 
 # The widgets in a real JupyterLab driven by headless Chromium (a few minutes): notebooks 01 and 02, and the

@@ -7,23 +7,23 @@ and exercise-check cells are skipped; ``tests/test_course_tags.py`` checks it), 
 (what ``jupyter nbconvert --to slides`` runs) with the template in ``lora_lab/slides_template`` that loads
 everything from beside the deck, so a deck opens with no network at all:
 
-* ``build/slides/reveal.js/``: reveal.js 4 (its ``dist/`` and the notes plugin),
-* ``build/slides/mathjax/``: MathJax 3 (``tex-chtml-full.js`` and its fonts),
+* ``build/slides/reveal.js/``: reveal.js 5 (its ``dist/`` and the notes plugin), from the PyPI package
+  sphinx-revealjs, which ships it;
+* ``build/slides/mathjax/``: MathJax 3 (``tex-chtml-full.js`` and its fonts), from the PyPI package
+  sphinx-mathjax-offline (the copy the website uses too),
 
-both unpacked from the npm registry's tarballs (``npm pack reveal.js@4 mathjax@3``), fetched once into a cache
-(``.cache/slides/``, or ``$LORA_LAB_SLIDES_CACHE``) and reused offline after that. No jQuery, RequireJS, Mermaid
+both installed by ``pip install "lora-lab[slides]"`` (``make slides`` does it), so a fresh clone makes its decks
+with no network once the packages are installed. No jQuery, RequireJS, Mermaid
 or widget manager is loaded (the template drops them), and remote badge images in the markdown become plain
 links. Serve the folder (``python -m http.server -d build/slides``) and open ``01_low_rank.slides.html``.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import importlib.util
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 from .nbtools import checkout_root
@@ -31,50 +31,35 @@ from .nbtools import checkout_root
 ROOT = checkout_root() or Path.cwd()  # decks are made from a checkout's notebooks/
 NOTEBOOKS = ROOT / "notebooks"
 TEMPLATES = Path(__file__).resolve().parent / "slides_template"
-# the npm packages the decks load, and what of each is copied next to them
-ASSETS = {"reveal.js": ("reveal.js@4", ("dist/", "plugin/notes/")),
-          "mathjax": ("mathjax@3", ("es5/tex-chtml-full.js", "es5/output/chtml/", "es5/input/tex/extensions/",
-                                   "es5/ui/", "es5/a11y/"))}
+# the JavaScript the decks load: (Python package that ships it, its folder there, what of it is copied)
+ASSETS = {"reveal.js": ("sphinx_revealjs", "_static/revealjs", ("dist/", "plugin/notes/")),
+          "mathjax": ("sphinx-mathjax-offline", "static/mathjax",
+                      ("tex-chtml-full.js", "output/chtml/", "input/tex/extensions/", "ui/", "a11y/"))}
 _REMOTE_IMAGE = re.compile(r"!\[([^\]]*)\]\((https?://[^)\s]+)\)")
 _NOTEBOOK_LINK = re.compile(r"\]\(([\w.-]+)\.ipynb(#[^)\s]*)?\)")
 # where a deck's link to a notebook without a deck (the solutions) goes: the notebook on the repository's site
 NOTEBOOK_URL = "https://github.com/lora-lab/lora-lab/blob/main/notebooks/{}.ipynb"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LORA_LAB_SLIDES_CACHE", ROOT / ".cache" / "slides"))
+def asset_folder(package: str, folder: str) -> Path:
+    """Where an installed Python package keeps the files a deck loads (e.g. reveal.js inside sphinx-revealjs)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"slides: the package {package} is not installed; it ships the JavaScript the decks load. "
+                         'Install it with pip install "lora-lab[slides]" (make slides does)')
+    return Path(spec.origin).parent / folder
 
 
-def tarball(name: str, spec: str, cache: Path | None = None) -> Path:
-    """The npm tarball of ``spec`` (e.g. ``reveal.js@4``) in the cache, packed with ``npm pack`` the first time."""
-    cache = Path(cache or cache_dir())
-    cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob(f"{name}-*.tgz"))
-    if found:
-        return found[-1]
-    if not shutil.which("npm"):
-        raise SystemExit(f"slides: {name} is not in {cache} and npm is not installed to fetch it "
-                         f"(apt-get install npm, or put the tarball of `npm pack {spec}` there)")
-    out = subprocess.run(["npm", "pack", spec, "--silent", "--pack-destination", str(cache)],
-                         capture_output=True, text=True, check=True, timeout=600).stdout.split()
-    return cache / out[-1]
-
-
-def unpack(tgz: Path, dest: Path, keep) -> None:
-    """Copy the members of npm tarball ``tgz`` under ``package/<keep...>`` into ``dest`` (their path below the
-    first component of ``keep`` kept, e.g. ``es5/output/...`` -> ``dest/output/...``)."""
+def copy_assets(src: Path, dest: Path, keep) -> None:
+    """Copy the files of ``src`` whose path (relative to it) is in ``keep`` or below a ``keep`` folder (``"x/"``)
+    into ``dest``, replacing what was there."""
     if dest.exists():
         shutil.rmtree(dest)
-    with tarfile.open(tgz) as t:
-        for m in t.getmembers():
-            rel = m.name.removeprefix("package/")
-            if not m.isfile() or not any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in keep):
-                continue
-            strip = "es5/" if rel.startswith("es5/") else ""
-            target = dest / rel.removeprefix(strip)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with t.extractfile(m) as f:
-                target.write_bytes(f.read())
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src).as_posix()
+        if f.is_file() and any(rel == k or (k.endswith("/") and rel.startswith(k)) for k in keep):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest / rel)
 
 
 def local_images_only(nb):
@@ -121,8 +106,8 @@ def build(out: Path, notebooks: Path = NOTEBOOKS, names=None) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for folder, (spec, keep) in ASSETS.items():
-        unpack(tarball(folder, spec), out / folder, keep)
+    for folder, (package, inside, keep) in ASSETS.items():
+        copy_assets(asset_folder(package, inside), out / folder, keep)
     ex = exporter()
     written = []
     lessons = [src for src in sorted(Path(notebooks).glob("*.ipynb")) if src.name != "solutions.ipynb"]

@@ -93,7 +93,7 @@ def test_deck_steps_through_math_and_a_figure_offline(served):
         math_at = figure_at = None
         for _ in range(60):  # down through a section's subslides, else right to the next section
             page.keyboard.press("ArrowDown" if seen[-1]["down"] else "ArrowRight")
-            page.wait_for_timeout(400)  # the slide transition
+            page.wait_for_timeout(1200)  # the slide transition (reveal.js default: about 0.8 s), before any screenshot
             state = _state(page)
             key = lambda s: (s["h"], s["v"], s["f"])  # noqa: E731
             assert key(state) != key(seen[-1]), f"the arrow key did not move the deck from {key(state)}"
