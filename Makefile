@@ -22,7 +22,7 @@ $(VENV)/.torch: | $(PY)
 	touch $@
 
 $(VENV)/.lab: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install --quiet -e ".[lab]"
+	$(PY) -m pip install --quiet -e ".[lab,offline]"
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.torch
