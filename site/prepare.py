@@ -11,7 +11,7 @@ The notebooks in notebooks/ are read, never written: every change below is made 
   button opens the same notebook in Colab.
 * A widget's live view cannot run on a static page: its output becomes one line saying what the control does;
   the figure or table of its default state, saved just above it, stays.
-* Links to repository files that are not pages of the site (``../lora_lab/conv.py``, ``docs/faults.md``)
+* Links to repository files that are not pages of the site (``../lora_lab/lora/conv.py``, ``docs/faults.md``)
   point to the file on GitHub.
 
 The folder mirrors the repository (pages at its root, notebooks in notebooks/), so the launch buttons' paths

@@ -53,13 +53,13 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def tiny_cfg():
-    from lora_lab.gpt2 import PRESETS
+    from lora_lab.models.gpt2 import PRESETS
     return PRESETS["tiny"]
 
 
 @pytest.fixture
 def tiny_model(tiny_cfg):
-    from lora_lab.gpt2 import GPT
+    from lora_lab.models.gpt2 import GPT
     torch.manual_seed(0)
     return GPT(tiny_cfg).eval()
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from lora_lab.bench import build_parser, model_flops_per_step, ratios, summary_table
-from lora_lab.gpt2 import PRESETS
+from lora_lab.experiments.bench import build_parser, model_flops_per_step, ratios, summary_table
+from lora_lab.models.gpt2 import PRESETS
 
 
 @pytest.mark.slow

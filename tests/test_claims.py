@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lora_lab import claims as C
+from lora_lab.experiments import claims as C
+from lora_lab.experiments import measures
 
 
 def _cols(d, idx):
@@ -23,13 +24,13 @@ def _cols(d, idx):
 def test_subspace_similarity_of_a_matrix_with_itself_is_one_everywhere():
     torch.manual_seed(0)
     A = torch.randn(32, 6)
-    phi = C.subspace_similarity(A, A)
+    phi = measures.subspace_similarity(A, A)
     assert phi.shape == (6, 6)
     assert torch.allclose(phi, torch.ones(6, 6, dtype=phi.dtype), atol=1e-10)
 
 
 def test_subspace_similarity_of_orthogonal_subspaces_is_zero():
-    phi = C.subspace_similarity(_cols(10, [0, 1]), _cols(10, [2, 3, 4]))
+    phi = measures.subspace_similarity(_cols(10, [0, 1]), _cols(10, [2, 3, 4]))
     assert phi.shape == (2, 3)
     assert float(phi.abs().max()) < 1e-12
 
@@ -37,27 +38,28 @@ def test_subspace_similarity_of_orthogonal_subspaces_is_zero():
 def test_subspace_similarity_orders_directions_by_singular_value():
     # A2's strongest direction is e1, its weaker one e0; A1 is e0 alone
     A1, A2 = _cols(5, [0]), _cols(5, [0, 1])
-    phi = C.subspace_similarity(A1, A2)
+    phi = measures.subspace_similarity(A1, A2)
     assert phi[0, 0] == pytest.approx(0.0, abs=1e-12)  # top-1 of A2 is e1, orthogonal to e0
     assert phi[0, 1] == pytest.approx(1.0)  # within the top-2 of A2
     # a direction at 45 degrees shares half its length squared
     B = torch.zeros(5, 1)
     B[0, 0] = B[1, 0] = 1.0
-    assert C.subspace_similarity(A1, B)[0, 0] == pytest.approx(0.5)
+    assert measures.subspace_similarity(A1, B)[0, 0] == pytest.approx(0.5)
 
 
 def test_subspace_similarity_needs_matching_input_dims():
     with pytest.raises(ValueError, match="same d_in"):
-        C.subspace_similarity(torch.randn(8, 2), torch.randn(9, 2))
+        measures.subspace_similarity(torch.randn(8, 2), torch.randn(9, 2))
 
 
 def test_random_phi_is_the_average_over_random_subspaces():
     g = torch.Generator().manual_seed(1)
     d, i, j = 64, 2, 8
-    vals = [float(C.subspace_similarity(torch.randn(d, i, generator=g), torch.randn(d, j, generator=g))[i - 1, j - 1])
+    sim = measures.subspace_similarity
+    vals = [float(sim(torch.randn(d, i, generator=g), torch.randn(d, j, generator=g))[i - 1, j - 1])
             for _ in range(300)]
-    assert sum(vals) / len(vals) == pytest.approx(C.random_phi(i, j, d), abs=0.01)
-    assert C.random_phi(i, j, d) == 8 / 64
+    assert sum(vals) / len(vals) == pytest.approx(measures.random_phi(i, j, d), abs=0.01)
+    assert measures.random_phi(i, j, d) == 8 / 64
 
 
 # --- how much of full fine-tuning's change LoRA's directions explain ----------------------------------------------
@@ -66,9 +68,9 @@ def test_explained_share_of_a_matrix_by_itself_is_its_top_energy_share():
     torch.manual_seed(0)
     D = torch.randn(12, 20)
     ks = [1, 3, 12]
-    assert C.explained_share(D, D, ks) == pytest.approx(C.top_energy_share(D, ks))
-    assert C.top_energy_share(D, [12])[0] == pytest.approx(1.0)  # all of it at full rank
-    assert C.top_energy_share(D, [1])[0] < 1.0
+    assert measures.explained_share(D, D, ks) == pytest.approx(measures.top_energy_share(D, ks))
+    assert measures.top_energy_share(D, [12])[0] == pytest.approx(1.0)  # all of it at full rank
+    assert measures.top_energy_share(D, [1])[0] < 1.0
 
 
 def test_explained_share_is_zero_for_an_update_that_reads_other_inputs():
@@ -76,7 +78,7 @@ def test_explained_share_is_zero_for_an_update_that_reads_other_inputs():
     D[:, :4] = torch.randn(6, 4)  # full fine-tuning's change reads inputs 0-3
     L = torch.zeros(6, 8)
     L[:, 4:] = torch.randn(6, 4)  # LoRA's reads inputs 4-7
-    assert C.explained_share(D, L, [1, 4]) == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert measures.explained_share(D, L, [1, 4]) == pytest.approx([0.0, 0.0], abs=1e-12)
 
 
 # --- forgetting ---------------------------------------------------------------------------------------------------
@@ -84,7 +86,7 @@ def test_explained_share_is_zero_for_an_update_that_reads_other_inputs():
 def test_forgetting_of_an_unchanged_model_is_exactly_no_change():
     torch.manual_seed(0)
     E = torch.randn(30, 16)
-    f = C.forgetting(E, E.clone(), k=5)
+    f = measures.forgetting(E, E.clone(), k=5)
     assert f["nn_overlap"] == 1.0
     assert f["cos_mean"] == pytest.approx(1.0, abs=1e-12) and f["cos_min"] == pytest.approx(1.0, abs=1e-12)
 
@@ -93,31 +95,31 @@ def test_forgetting_sees_moved_embeddings():
     torch.manual_seed(0)
     E = torch.randn(40, 16)
     moved = E[torch.randperm(40)]  # every text now has another text's embedding
-    f = C.forgetting(E, moved, k=5)
+    f = measures.forgetting(E, moved, k=5)
     assert f["nn_overlap"] < 0.5 and f["cos_mean"] < 0.5
     # a uniform rescaling changes no cosine and no neighbour
-    assert C.forgetting(E, 3 * E)["nn_overlap"] == 1.0
+    assert measures.forgetting(E, 3 * E)["nn_overlap"] == 1.0
 
 
 def test_neighbour_overlap_checks_its_inputs():
     with pytest.raises(ValueError, match="n > k"):
-        C.neighbour_overlap(torch.randn(5, 4), torch.randn(5, 4), k=5)
+        measures.neighbour_overlap(torch.randn(5, 4), torch.randn(5, 4), k=5)
 
 
 def test_perplexity_is_unchanged_for_an_unchanged_model_and_moves_when_the_body_changes(tiny_model):
     ids = list(range(100, 400))
-    base = C.perplexity(tiny_model, ids, window=64)
-    assert C.perplexity(tiny_model, ids, window=64) == base
+    base = measures.perplexity(tiny_model, ids, window=64)
+    assert measures.perplexity(tiny_model, ids, window=64) == base
     clf = tiny_model.to_classifier(2)  # the LM head is gone, the tied embedding is not
-    assert C.perplexity(clf, ids, window=64) == pytest.approx(base)
+    assert measures.perplexity(clf, ids, window=64) == pytest.approx(base)
     with torch.no_grad():
         clf.transformer.h[0].mlp.c_fc.weight.mul_(3)
-    assert C.perplexity(clf, ids, window=64) != pytest.approx(base)
+    assert measures.perplexity(clf, ids, window=64) != pytest.approx(base)
 
 
 def test_perplexity_refuses_a_model_that_is_not_gpt2():
     with pytest.raises(TypeError, match="GPT-2"):
-        C.perplexity(torch.nn.Linear(2, 2), [1, 2, 3])
+        measures.perplexity(torch.nn.Linear(2, 2), [1, 2, 3])
 
 
 def test_unrelated_texts_are_fixed_english_sentences():
@@ -170,7 +172,7 @@ CFG = C.ClaimsConfig(sizes=(4, C.FULL), seeds=(123,), epochs=1, min_steps=3, bat
 
 @pytest.mark.needs_data
 def test_sweep_is_resumable_deterministic_and_refuses_other_settings(tmp_path):
-    from lora_lab.settings import get_settings
+    from lora_lab.experiments.profiles import get_settings
     S = dataclasses.replace(get_settings("smoke", quiet=True), subset=20)  # a 28-message full split: seconds
     out, work = tmp_path / "c.json", tmp_path / "work"
     r1 = C.run_claims(S, out, work, CFG, log=None, max_runs=2)
@@ -207,7 +209,7 @@ def test_sweep_is_resumable_deterministic_and_refuses_other_settings(tmp_path):
 
 
 def test_claims_results_are_not_read_as_benchmarks():
-    from lora_lab.bench import committed_results
+    from lora_lab.experiments.bench import committed_results
 
     assert C.DEFAULT_RESULTS["offline"].parent.name == "claims"  # a subfolder: benchmarks/*.json does not match it
     assert not any("claims" in name for name, _ in committed_results())
@@ -218,16 +220,16 @@ def test_input_directions_keep_their_order():
     d1, d2 = torch.zeros(4, 6), torch.zeros(4, 6)
     d1[0, 0], d1[1, 1] = 3.0, 1.0
     d2[0, 1], d2[1, 0] = 3.0, 1.0
-    phi = C.subspace_similarity(C._input_directions(d1, 2), C._input_directions(d2, 2))
+    phi = measures.subspace_similarity(C._input_directions(d1, 2), C._input_directions(d2, 2))
     assert phi[0, 0] == pytest.approx(0.0, abs=1e-12)  # the top directions differ
     assert phi[1, 1] == pytest.approx(1.0)  # the same 2-dimensional span
 
 
 @pytest.mark.needs_data
 def test_initial_A_is_what_finetune_starts_from():
-    from lora_lab.experiments import finetune
+    from lora_lab.experiments.profiles import get_settings, load_backbone, load_splits
+    from lora_lab.experiments.runs import finetune
     from lora_lab.lora import lora_layers
-    from lora_lab.settings import get_settings, load_backbone, load_splits
 
     S = dataclasses.replace(get_settings("smoke", quiet=True), subset=8)
     bb = load_backbone(S, verbose=False)

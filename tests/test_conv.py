@@ -6,14 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lora_lab.conv import Conv2dLoRALayer, Conv2dWithLoRA, conv_lora_parameter_count, replace_conv2d_with_lora
 from lora_lab.lora import (
     AdapterMismatchError,
+    Conv2dLoRALayer,
+    Conv2dWithLoRA,
+    conv_lora_parameter_count,
     count_parameters,
     load_adapter,
     lora_layers,
     mark_only_lora_trainable,
     merge_lora,
+    replace_conv2d_with_lora,
     replace_linear_with_lora,
     save_adapter,
     unmerge_lora,
@@ -325,7 +328,7 @@ def test_mixed_ranks_cannot_be_saved(tmp_path):
 # --- notebook 8's helpers and exercise checks -----------------------------------------------------------------
 def test_digit_tasks_are_fixed_disjoint_and_sized():
     pytest.importorskip("sklearn")
-    from lora_lab.vision import digit_tasks
+    from lora_lab.course.vision import digit_tasks
 
     t = digit_tasks(per_class=20)
     assert list(t) == ["pretrain", "5-9", "rotated", "inverted"]
@@ -348,12 +351,12 @@ def test_digit_tasks_are_fixed_disjoint_and_sized():
 
 
 def test_make_model_methods_train_what_they_say_and_leave_the_base_alone():
-    from lora_lab.vision import METHODS, SmallCNN, make_model
+    from lora_lab.course.vision import VISION_METHODS, SmallCNN, make_model
 
     torch.manual_seed(0)
     base = SmallCNN(5)
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    counts = {m: count_parameters(make_model(m, base, 5, rank=4, alpha=8)) for m in METHODS}
+    counts = {m: count_parameters(make_model(m, base, 5, rank=4, alpha=8)) for m in VISION_METHODS}
     convs = [(16, 1, 3, 3), (32, 16, 3, 3), (64, 32, 3, 3)]
     head = 256 * 5 + 5
     assert counts["head only"].trainable == head
@@ -368,7 +371,7 @@ def test_make_model_methods_train_what_they_say_and_leave_the_base_alone():
 
 def test_run_is_reproducible_and_learns():
     pytest.importorskip("sklearn")
-    from lora_lab.vision import SmallCNN, digit_tasks, run
+    from lora_lab.course.vision import SmallCNN, digit_tasks, run
 
     task = digit_tasks(10)["5-9"]
     torch.manual_seed(0)
@@ -382,7 +385,7 @@ def test_run_is_reproducible_and_learns():
 def test_vision_config_profiles():
     from dataclasses import replace
 
-    from lora_lab.vision import vision_config
+    from lora_lab.course.vision import vision_config
 
     assert replace(vision_config("offline"), profile="real") == vision_config("real")
     smoke = vision_config("smoke")
@@ -403,7 +406,7 @@ def _verdicts(fn, right, wrong, *args, **kwargs):
 
 
 def test_check_conv_lora_params(capsys):
-    from lora_lab.vision import check_conv_lora_params
+    from lora_lab.course.vision import check_conv_lora_params
 
     right = 4 * (32 * 9 + 64)
     _verdicts(check_conv_lora_params, [right, float(right), torch.tensor(right)],
@@ -419,7 +422,7 @@ def test_check_conv_lora_params(capsys):
 
 
 def test_check_conv_as_matrix(capsys):
-    from lora_lab.vision import check_conv_as_matrix
+    from lora_lab.course.vision import check_conv_as_matrix
 
     torch.manual_seed(0)
     conv = nn.Conv2d(16, 32, 3)
@@ -435,7 +438,7 @@ def test_check_conv_as_matrix(capsys):
 
 
 def test_check_conv_as_matrix_says_wrong_order_only_for_the_kernels_own_numbers(capsys):
-    from lora_lab.vision import check_conv_as_matrix
+    from lora_lab.course.vision import check_conv_as_matrix
 
     torch.manual_seed(0)
     conv, other = nn.Conv2d(16, 32, 3), nn.Conv2d(16, 32, 3)

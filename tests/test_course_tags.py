@@ -1,4 +1,4 @@
-"""The course's cell metadata, one convention for every notebook (documented in ``lora_lab/student.py``):
+"""The course's cell metadata, one convention for every notebook (documented in ``lora_lab/course/student.py``):
 exercise and solution tags that pair up, alt text on every figure, and slide types for the reveal.js decks."""
 import json
 import re

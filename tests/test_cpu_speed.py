@@ -5,9 +5,8 @@ import sys
 import pytest
 import torch
 
-from lora_lab import precision, threads
-from lora_lab.bucketing import LengthBucketSampler, padding_share
-from lora_lab.data import collate
+from lora_lab.data import LengthBucketSampler, collate, padding_share
+from lora_lab.utils import precision, threads
 
 LENGTHS = [((i * 37) % 97) + 1 for i in range(203)]  # 203 examples, lengths 1..97 in a scrambled order
 
@@ -133,7 +132,7 @@ def test_wait_policy_is_not_claimed_once_torch_is_loaded():
 
 
 def test_precision_env_replaces_auto(monkeypatch):
-    from lora_lab.train import precision_for
+    from lora_lab.utils.precision import precision_for
 
     monkeypatch.setenv("LORA_LAB_PRECISION", "fp32")
     assert precision_for(torch.device("cpu"), "auto") is None
@@ -143,7 +142,7 @@ def test_precision_env_replaces_auto(monkeypatch):
 
 
 def test_training_loaders_bucket_by_default():
-    from lora_lab.settings import gpt2_backbone
+    from lora_lab.experiments.profiles import gpt2_backbone
 
     bb = gpt2_backbone("tiny", lambda n: None)
     assert isinstance(bb.loader(_Toy(), 8, shuffle=True).sampler, LengthBucketSampler)
@@ -152,7 +151,7 @@ def test_training_loaders_bucket_by_default():
 
 
 def test_precision_names_cover_dtypes_and_recorded_strings():
-    from lora_lab.train import precision_name
+    from lora_lab.utils.precision import precision_name
 
     assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
     assert [precision_name(s) for s in ("fp32", "torch.bfloat16", "torch.float16")] == ["fp32", "bf16", "fp16"]

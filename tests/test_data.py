@@ -12,7 +12,6 @@ import torch
 
 from lora_lab.data import (
     SMS_SHA256,
-    DataIntegrityError,
     SpamDataset,
     balanced_split,
     collate,
@@ -22,7 +21,7 @@ from lora_lab.data import (
     make_loader,
     spam_splits,
 )
-from lora_lab.files import verify_sha256
+from lora_lab.utils.files import DataIntegrityError, verify_sha256
 
 needs_data = pytest.mark.needs_data
 

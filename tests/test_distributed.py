@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lora_lab.bench import ddp_comm  # the notebooks' import; the code lives in lora_lab.distributed
+from lora_lab.train import ddp_comm  # the notebooks' import; the code lives in lora_lab.train.distributed
 
 COMMON = ["-m", "lora_lab.finetune", "--model", "tiny", "--weights", "random", "--subset", "48", "--max-length", "24",
           "--epochs", "2", "--no-plot", "--device", "cpu", "--seed", "7", "--lr", "2e-3",

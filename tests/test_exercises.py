@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lora_lab import exercises as ex
+from lora_lab.course import exercises as ex
 
 NOT_ANSWERS = [None, "42", True, [1, 2], float("nan")]
 
@@ -135,7 +135,7 @@ def tiny_bert():
 
 
 def test_check_first_token_pooling(tiny_bert):
-    from lora_lab.minilm import MiniLMClassifier
+    from lora_lab.models.minilm import MiniLMClassifier
 
     class CLS(MiniLMClassifier):  # the right answer
         def forward(self, input_ids, lengths=None):
@@ -173,7 +173,7 @@ def test_check_first_token_pooling(tiny_bert):
 
 # --- notebook 6 ----------------------------------------------------------------------------------
 def test_check_merged_weight_needs_the_scaling_and_the_transpose():
-    from lora_lab import LinearWithLoRA
+    from lora_lab.lora import LinearWithLoRA
 
     torch.manual_seed(0)
     L = LinearWithLoRA(nn.Linear(6, 4), rank=2, alpha=8)  # scaling 4: a missing scaling is visible
@@ -215,8 +215,7 @@ def test_check_allreduce_bytes():
 
 # --- notebooks 4, 5, 7 ---------------------------------------------------------------------------
 def test_check_trainable_fraction():
-    from lora_lab import mark_only_lora_trainable, replace_linear_with_lora
-    from lora_lab.lora import count_parameters
+    from lora_lab.lora import count_parameters, mark_only_lora_trainable, replace_linear_with_lora
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
@@ -262,7 +261,7 @@ def test_every_check_function_is_tested():
 # --- an exercise left as the notebook gives it -----------------------------------------------------
 def _placeholder_calls():
     """Every check as its notebook cell calls it before the student has written anything."""
-    from lora_lab import vision
+    from lora_lab.course import vision
 
     S = torch.tensor([5.0, 4.0, 3.0])
     W, A, B = torch.randn(3, 5), torch.randn(5, 2), torch.randn(2, 3)
@@ -311,7 +310,7 @@ def test_a_wrong_answer_is_not_reported_as_unanswered(capsys):
 
 
 def test_untouched_first_token_template_is_not_answered(tiny_bert, capsys):
-    from lora_lab.minilm import MiniLMClassifier
+    from lora_lab.models.minilm import MiniLMClassifier
 
     class CLSClassifier(MiniLMClassifier):  # notebook 3's template, exactly as given
         def forward(self, input_ids, lengths=None):

@@ -18,8 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lora_lab.data import SMS_SHA256, DataIntegrityError, SpamDataset, collate, default_data_dir, make_loader
-from lora_lab.gpt2 import GPT, PRESETS, GPTConfig, WeightsIntegrityError, load_pretrained
+from lora_lab.data import SMS_SHA256, SpamDataset, collate, default_data_dir, make_loader
 from lora_lab.lora import (
     AdapterMismatchError,
     LinearWithLoRA,
@@ -32,7 +31,9 @@ from lora_lab.lora import (
     save_adapter,
     unmerge_lora,
 )
+from lora_lab.models.gpt2 import GPT, PRESETS, GPTConfig, WeightsIntegrityError, load_pretrained
 from lora_lab.train import NonFiniteLossError, train_classifier
+from lora_lab.utils.files import DataIntegrityError
 
 ENV = {**os.environ, "CI": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
 TINY = PRESETS["tiny"]
@@ -79,8 +80,8 @@ KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 import torch
-import lora_lab.files, lora_lab.lora as L
-from lora_lab.gpt2 import GPT, PRESETS
+import lora_lab.utils.files, lora_lab.lora.adapter_file as L
+from lora_lab.models.gpt2 import GPT, PRESETS
 
 point, new, target = sys.argv[1], sys.argv[2], sys.argv[3]
 torch.manual_seed(0)
@@ -299,7 +300,7 @@ def test_empty_messages_are_rejected_by_the_dataset():
 
 # --- 6 and 7. the finetune command: default max_length, degenerate arguments ---------------------------
 def _finetune(tmp_path, *args):
-    from lora_lab.finetune import main
+    from lora_lab.experiments.finetune_job import main
     out = tmp_path / "run"
     main(["--epochs", "1", "--no-plot", "--device", "cpu", "--out", str(out), *args])
     return json.loads((out / "metrics.json").read_text()), out
@@ -311,7 +312,7 @@ def test_tiny_command_truncates_to_the_context_by_default(tmp_path, capsys):
     used to crash tiny (block size 256) after training."""
     metrics, _ = _finetune(tmp_path, "--model", "tiny", "--weights", "random", "--subset", "10", "--seed", "31")
     assert metrics["max_length"] == 256
-    from lora_lab.precision import cpu_autocast_dtype
+    from lora_lab.utils.precision import cpu_autocast_dtype
 
     expected = "bf16" if cpu_autocast_dtype() is not None else "fp32"  # auto on a CPU: native bf16 and measured faster
     assert metrics["precision"] == expected and metrics["precision_requested"] == "auto"  # item 11
@@ -319,7 +320,7 @@ def test_tiny_command_truncates_to_the_context_by_default(tmp_path, capsys):
 
 
 def _usage_error(tmp_path, capsys, *args):
-    from lora_lab.finetune import main
+    from lora_lab.experiments.finetune_job import main
     with pytest.raises(SystemExit) as e:
         main(["--model", "tiny", "--weights", "random", "--no-plot", "--device", "cpu",
               "--out", str(tmp_path / "run"), *args])
@@ -348,8 +349,8 @@ def test_degenerate_arguments_are_usage_errors_naming_the_argument(tmp_path, cap
 
 def test_unwritable_out_fails_before_training(tmp_path, capsys, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setattr("lora_lab.finetune.spam_splits", lambda *a, **k: pytest.fail("started working"))
-    from lora_lab.finetune import main
+    monkeypatch.setattr("lora_lab.experiments.finetune_job.spam_splits", lambda *a, **k: pytest.fail("started working"))
+    from lora_lab.experiments.finetune_job import main
     with pytest.raises(SystemExit) as e:
         main(["--model", "tiny", "--weights", "random", "--out", str(tmp_path / "file" / "run")])
     assert e.value.code == 2
@@ -568,7 +569,7 @@ def test_finetune_metrics_and_adapter_name_the_base_weights(hf_tiny_dir, tmp_pat
 
 
 def test_write_json_is_all_or_nothing(tmp_path):
-    from lora_lab.files import write_json
+    from lora_lab.utils.files import write_json
 
     path = write_json(tmp_path / "r.json", {"runs": [1, 2]})
     assert path.read_text(encoding="utf-8") == '{\n  "runs": [\n    1,\n    2\n  ]\n}\n'

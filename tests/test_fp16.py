@@ -2,16 +2,18 @@
 
 The free Colab GPU is a T4, which has no bf16: every free-tier learner trains in fp16 autocast with a GradScaler.
 CPU autocast supports fp16 and torch has a CPU GradScaler, so ``precision="fp16"`` on a CPU takes the same branch
-(:func:`lora_lab.train.make_grad_scaler` enables the scaler for fp16 on CPU as on CUDA): these tests run it for
+(:func:`lora_lab.utils.precision.make_grad_scaler` enables the scaler for fp16 on CPU as on CUDA): these tests run it
+for
 LoRA and full fine-tuning on the tiny GPT-2 and synthetic token ids (no data files, a few seconds).
 """
 import pytest
 import torch
 
 from lora_lab.data import make_loader
-from lora_lab.gpt2 import GPT, PRESETS
-from lora_lab.methods import apply_method
-from lora_lab.train import make_grad_scaler, make_optimizer, precision_for, set_seed, train_classifier, train_step
+from lora_lab.models.gpt2 import GPT, PRESETS
+from lora_lab.train import apply_method, make_optimizer, train_classifier, train_step
+from lora_lab.utils.machine import set_seed
+from lora_lab.utils.precision import make_grad_scaler, precision_for
 
 CPU = torch.device("cpu")
 
@@ -86,7 +88,7 @@ def test_an_fp16_overflow_is_skipped_not_turned_into_nan_weights():
 def test_train_classifier_counts_the_overflowed_steps(monkeypatch):
     """The same through the training loop: the overflowed steps are counted in the history, the scale comes down
     to where fp16 holds the gradients, the weights stay finite and the model still learns."""
-    monkeypatch.setattr("lora_lab.train.make_grad_scaler",
+    monkeypatch.setattr("lora_lab.train.loop.make_grad_scaler",
                         lambda device, amp_dtype: torch.amp.GradScaler("cpu", init_scale=2.0**24))
     model = _model("lora")
     hist = train_classifier(model, *_loaders(), epochs=3, lr=2e-3, precision="fp16", log=None)

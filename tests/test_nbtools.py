@@ -1,8 +1,8 @@
-"""lora_lab.nbtools: the one lookup of the checkout's root and of its commit, which results files record."""
+"""lora_lab.utils.machine: the one lookup of the checkout's root and of its commit, which results files record."""
 import subprocess
 from pathlib import Path
 
-from lora_lab import nbtools
+from lora_lab.utils import machine as nbtools
 
 ROOT = Path(__file__).resolve().parents[1]
 

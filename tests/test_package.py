@@ -12,11 +12,17 @@ PACKAGE = Path(lora_lab.__file__).parent
 UNIX_ONLY = {"resource", "fcntl", "termios", "pwd", "grp"}
 
 
-def test_every_module_is_listed_in_the_package_docstring():
-    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-    listed = set(re.findall(r":mod:`lora_lab\.(\w+)`", lora_lab.__doc__))
-    assert [m for m in modules if m not in listed] == [], "add a line for each to lora_lab/__init__.py"
-    assert listed <= set(modules)  # and nothing listed that is gone
+def test_every_module_is_listed_in_its_package_docstring():
+    """Each package's docstring lists what it holds (modules and sub-packages), so the tree reads from the top:
+    lora_lab's lists the layers and the commands, each layer's lists its modules."""
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        folder = init.parent
+        dotted = ".".join(folder.relative_to(PACKAGE.parent).parts)
+        held = sorted([p.stem for p in folder.glob("*.py") if p.stem != "__init__"]
+                      + [d.name for d in folder.iterdir() if (d / "__init__.py").exists()])
+        listed = set(re.findall(rf":mod:`{re.escape(dotted)}\.(\w+)`", ast.get_docstring(ast.parse(init.read_text()))))
+        assert [m for m in held if m not in listed] == [], f"add a line for each to {init.relative_to(PACKAGE.parent)}"
+        assert listed <= set(held), f"{init.relative_to(PACKAGE.parent)} lists modules that are gone"
 
 
 def test_version_comes_from_pyproject():
@@ -27,7 +33,7 @@ def test_version_comes_from_pyproject():
     assert lora_lab.__version__ == pyproject["project"]["version"]
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_unix_only_import_at_module_level(path):
     """`import resource` at the top of a module made `import lora_lab` fail on Windows: import such modules
     inside the function that needs them, with an answer for the other systems."""

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lora_lab.settings import get_settings, load_backbone, load_gpt2
+from lora_lab.experiments.profiles import get_settings, load_backbone, load_gpt2
 
 
 def test_smoke_profile_banner(capsys, monkeypatch):
@@ -70,7 +70,7 @@ def test_offline_backbone_is_minilm_with_mean_pooling():
 @pytest.mark.slow
 def test_real_profile_without_weights_stops_and_names_smoke(tmp_path):
     """The real code path up to the download: with no network and an empty cache it stops, never falls back."""
-    code = "from lora_lab.settings import get_settings, load_gpt2; load_gpt2(get_settings('real'))"
+    code = "from lora_lab.experiments.profiles import get_settings, load_gpt2; load_gpt2(get_settings('real'))"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode != 0

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from lora_lab import slides
+from lora_lab.course import slides
 
 
 @pytest.fixture(scope="module")

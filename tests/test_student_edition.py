@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from lora_lab import student
-from lora_lab.exercises import NOT_ANSWERED
+from lora_lab.course import student
+from lora_lab.course.exercises import NOT_ANSWERED
 
 
 @pytest.fixture(scope="module")

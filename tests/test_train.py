@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from lora_lab.data import SpamDataset, balanced_split, load_sms_spam, make_loader
-from lora_lab.gpt2 import GPT, PRESETS
 from lora_lab.lora import count_parameters
-from lora_lab.methods import apply_method
-from lora_lab.train import NonFiniteLossError, make_optimizer, peak_memory_bytes, set_seed, train_classifier
+from lora_lab.models.gpt2 import GPT, PRESETS
+from lora_lab.train import NonFiniteLossError, apply_method, make_optimizer, train_classifier
+from lora_lab.utils.machine import peak_memory_bytes, set_seed
 
 pytestmark = pytest.mark.needs_data
 
@@ -42,8 +42,7 @@ def test_history_columns_and_learning(loaders):
                                   "elapsed_s", "tokens_per_s", "peak_mem_mb"]
     assert len(hist) == 2 and (hist["tokens_per_s"] > 0).all() and (hist["peak_mem_mb"] > 0).all()
     # precision "auto" on a CPU: bf16 only where this CPU has native bf16 and the probe measured it faster
-    from lora_lab.precision import cpu_autocast_dtype
-    from lora_lab.train import precision_name
+    from lora_lab.utils.precision import cpu_autocast_dtype, precision_name
 
     assert hist.attrs["device"] == "cpu" and hist.attrs["precision"] == precision_name(cpu_autocast_dtype())
 
@@ -105,7 +104,7 @@ def test_finetune_cli_tiny_random(tmp_path):
 
 
 def test_finetune_cli_bad_rank_is_rejected(tmp_path, capsys):
-    from lora_lab.finetune import main
+    from lora_lab.experiments.finetune_job import main
     with pytest.raises(SystemExit) as e:
         main(["--model", "tiny", "--weights", "random", "--rank", "0", "--subset", "20", "--out", str(tmp_path)])
     assert e.value.code == 2 and "rank must be a positive int" in capsys.readouterr().err
@@ -128,7 +127,7 @@ def test_peak_memory_without_the_resource_module(monkeypatch):
 def test_finetune_config_is_what_the_cli_builds_and_runs_from_python(tmp_path, capsys):
     """Python code (the benchmark, a notebook) runs the command's code with a FinetuneConfig, no argv strings;
     a config that cannot work is a UsageError naming the flag, not a SystemExit."""
-    from lora_lab.finetune import FinetuneConfig, UsageError, build_parser, run
+    from lora_lab.experiments.finetune_job import FinetuneConfig, UsageError, build_parser, run
     argv = ["--model", "tiny", "--weights", "random", "--epochs", "1", "--subset", "10", "--max-length", "32",
             "--device", "cpu", "--no-plot", "--out", str(tmp_path / "run")]
     config = FinetuneConfig(model="tiny", weights="random", epochs=1, subset=10, max_length=32, device="cpu",

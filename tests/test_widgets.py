@@ -12,11 +12,14 @@ import torch
 from matplotlib.figure import Figure
 
 import lora_lab
-from lora_lab import widgets as W
+from lora_lab.course import widgets as W
+from lora_lab.course.widgets import display as D
+from lora_lab.course.widgets import live_training as LT
 from lora_lab.data import make_loader
-from lora_lab.gpt2 import GPT, PRESETS, linear_shapes
 from lora_lab.lora import lora_parameter_count, lora_state_dict
-from lora_lab.train import make_optimizer, set_seed, train_classifier
+from lora_lab.models.gpt2 import GPT, PRESETS, linear_shapes
+from lora_lab.train import make_optimizer, train_classifier
+from lora_lab.utils.machine import set_seed
 
 # ---------------------------------------------------------------- notebook 1: rank slider and spectrum
 
@@ -277,7 +280,7 @@ def test_live_frontend_is_off_outside_a_kernel_and_under_ci(monkeypatch):
     monkeypatch.setenv("LORA_LAB_WIDGETS", "1")
     assert not W.live_frontend()  # no kernel here: nothing could show a live view
     monkeypatch.delenv("LORA_LAB_WIDGETS")
-    monkeypatch.setattr(W, "in_kernel", lambda: True)
+    monkeypatch.setattr(D, "in_kernel", lambda: True)
     monkeypatch.setenv("LORA_LAB_PROGRESS", "0")
     assert not W.live_frontend()
     monkeypatch.setenv("LORA_LAB_PROGRESS", "1")
@@ -386,7 +389,7 @@ def shown(monkeypatch):
         return IPython.display.DisplayHandle() if display_id else None
 
     monkeypatch.setattr(IPython.display, "display", display)
-    monkeypatch.setattr(W, "in_kernel", lambda: True)
+    monkeypatch.setattr(D, "in_kernel", lambda: True)
     return out
 
 
@@ -416,10 +419,10 @@ def test_without_ipywidgets_live_training_draws_and_says_how_to_stop(no_ipywidge
 # ---------------------------------------------------------------- the Stop button on ipykernel 6 and 7
 
 def test_stop_button_needs_no_poller_on_ipykernel_7_and_jupyter_ui_poll_on_6(monkeypatch):
-    monkeypatch.setattr(W, "in_kernel", lambda: True)
-    monkeypatch.setattr(W, "_ipykernel_major", lambda: 7)
+    monkeypatch.setattr(LT, "in_kernel", lambda: True)
+    monkeypatch.setattr(LT, "_ipykernel_major", lambda: 7)
     assert W.ui_event_poller() == (None, None)  # ipykernel 7 hears the click while the cell awaits
-    monkeypatch.setattr(W, "_ipykernel_major", lambda: 6)
+    monkeypatch.setattr(LT, "_ipykernel_major", lambda: 6)
     jup = pytest.importorskip("jupyter_ui_poll")
     monkeypatch.setattr(jup, "ui_events", lambda: "ui_events()")
     assert W.ui_event_poller() == ("ui_events()", None)
@@ -448,7 +451,7 @@ def test_live_training_hands_the_click_over_while_it_waits(monkeypatch):
         async def __aexit__(self, *exc):
             return False
 
-    monkeypatch.setattr(W, "ui_event_poller", lambda: (Events(), None))
+    monkeypatch.setattr(LT, "ui_event_poller", lambda: (Events(), None))
     hist = asyncio.run(view.train(_model(), train, val, epochs=500, lr=1e-3))
     assert polls and hist.attrs["stopped_early"] and len(hist) < 500
     assert view.button.description.startswith("stopped early")
@@ -456,10 +459,10 @@ def test_live_training_hands_the_click_over_while_it_waits(monkeypatch):
 
 KERNEL_SETUP = '''
 import torch, lora_lab
-from lora_lab import widgets as W
+from lora_lab.course import widgets as W
 from lora_lab.data import make_loader
-from lora_lab.gpt2 import GPT, PRESETS
-from lora_lab.train import set_seed
+from lora_lab.models.gpt2 import GPT, PRESETS
+from lora_lab.utils.machine import set_seed
 g = torch.Generator().manual_seed(0)
 items = []
 for i in range(48):
@@ -577,7 +580,7 @@ def test_notebook_runs_without_ipywidgets(notebook, tmp_path, monkeypatch):
     client = nbclient.NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(folder)}})
     client.execute()  # raises CellExecutionError on any failing cell
     texts = [o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    widget_cells = [c for c in nb.cells if c.cell_type == "code" and "from lora_lab.widgets import" in c.source
+    widget_cells = [c for c in nb.cells if c.cell_type == "code" and "from lora_lab.course.widgets import" in c.source
                     and ("_slider(" in c.source or "lora_calculator(" in c.source or "scaling_explorer(" in c.source
                          or "message_playground(" in c.source)]
     assert widget_cells and texts.count(W.NO_WIDGETS_HINT) == len(widget_cells)

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=_why_skip() or "
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Notebook 1's deck with its local reveal.js and MathJax, served from 127.0.0.1 on a free port."""
-    from lora_lab import slides
+    from lora_lab.course import slides
 
     out = tmp_path_factory.mktemp("slides")
     assert [p.name for p in slides.build(out, names=[DECK])] == [f"{DECK}.slides.html"]

@@ -76,11 +76,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 import lora_lab
-from lora_lab.methods import apply_method
-from lora_lab.nbtools import timed
-from lora_lab.plots import style
-from lora_lab.settings import get_settings, load_backbone, load_splits
-from lora_lab.train import set_seed, train_classifier
+from lora_lab.train.methods import apply_method
+from lora_lab.utils.machine import timed
+from lora_lab.utils.plots import style
+from lora_lab.experiments.profiles import get_settings, load_backbone, load_splits
+from lora_lab.train import train_classifier
+from lora_lab.utils.machine import set_seed
 style()
 S = dataclasses.replace(get_settings("smoke"), epochs={epochs})
 device = torch.device("cpu")

@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import replace_conv2d_with_lora
-from .exercises import _answered, _array, _is, _same_matrix, check
-from .lora import count_parameters, mark_only_lora_trainable
+from ..lora.conv import replace_conv2d_with_lora
+from ..lora.model import count_parameters, mark_only_lora_trainable
+from .exercises import answered, as_array, check, same_matrix, same_number
 
-__all__ = ["Task", "load_digits_images", "digit_tasks", "SmallCNN", "METHODS", "VisionConfig", "vision_config",
+__all__ = ["Task", "load_digits_images", "digit_tasks", "SmallCNN", "VISION_METHODS", "VisionConfig", "vision_config",
            "make_model", "train", "accuracy", "run", "check_conv_lora_params", "check_conv_as_matrix", "BATCH_SIZE"]
 
-METHODS = ("head only", "LoRA", "full", "fresh")
+VISION_METHODS = ("head only", "LoRA", "full", "fresh")
 # the learning rate of each method, Adam: the head and LoRA (whose B starts at zero) take larger steps than full
 # fine-tuning of pretrained weights; a fresh model is trained like the pre-training
 LR = {"head only": 1e-2, "LoRA": 1e-2, "full": 2e-3, "fresh": 3e-3}
@@ -132,14 +132,15 @@ class SmallCNN(nn.Module):
 
 
 def make_model(method: str, base: nn.Module, num_classes: int, *, rank: int = 4, alpha: float = 8) -> nn.Module:
-    """A model ready to train for ``method`` (one of :data:`METHODS`), from the pre-trained ``base`` (not changed).
+    """A model ready to train for ``method`` (one of :data:`VISION_METHODS`), from the pre-trained ``base``
+    (not changed).
 
     Every method gets a new head drawn from the current torch seed, in the same draw order, so a seed gives
     each method the same head start. ``"head only"`` freezes the convolutions (a linear probe on the base's
     features); ``"LoRA"`` wraps every convolution (rank, alpha) and trains A, B and the head; ``"full"`` trains
     everything; ``"fresh"`` ignores the base: a new random model, all trained."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in VISION_METHODS:
+        raise ValueError(f"method must be one of {VISION_METHODS}, got {method!r}")
     if method == "fresh":
         return SmallCNN(num_classes)
     model = copy.deepcopy(base)
@@ -212,7 +213,7 @@ class VisionConfig:
 
 
 def vision_config(profile: str) -> VisionConfig:
-    """The :class:`VisionConfig` of a ``lora_lab.settings`` profile (``real`` and ``offline`` are the same:
+    """The :class:`VisionConfig` of a ``lora_lab.experiments.profiles`` profile (``real`` and ``offline`` are the same:
     this notebook needs no GPU and no download)."""
     if profile == "smoke":
         return VisionConfig(profile, pretrain_epochs=4, epochs=10, seeds=(0, 1))
@@ -227,40 +228,40 @@ def check_conv_lora_params(answer, in_channels: int, out_channels: int, kernel_s
     output channels), B is ``out x rank`` (a 1x1 convolution)."""
     i, o, k, r = in_channels, out_channels, kernel_size, rank
     expected = r * (i * k * k + o)
-    if _is(answer, expected):
+    if same_number(answer, expected):
         return check(True, "")
-    if _is(answer, r * (i + o)):
+    if same_number(answer, r * (i + o)):
         hint = "that is the Linear formula: A sees a whole k x k patch of every input channel, in*k*k numbers"
-    elif _is(answer, r * (o * k * k + i)):
+    elif same_number(answer, r * (o * k * k + i)):
         hint = ("in and out swapped: A reads the input, so its k x k kernel spans the in channels (rank x in*k*k); "
                 "B writes the out channels (out x rank)")
-    elif _is(answer, r * (i * k * k + o * k * k)):
+    elif same_number(answer, r * (i * k * k + o * k * k)):
         hint = "B is a 1x1 convolution: it mixes channels pixel by pixel, so it has no k x k kernel"
-    elif _is(answer, o * i * k * k):
+    elif same_number(answer, o * i * k * k):
         hint = "that is the frozen kernel's size; count A and B"
-    elif _is(answer, r * i * k * k * o):
+    elif same_number(answer, r * i * k * k * o):
         hint = "A and B are added to each other's counts, not multiplied"
-    elif _is(answer, r * i * k * k):
+    elif same_number(answer, r * i * k * k):
         hint = "that is A alone (rank x in*k*k); add B, the 1x1 convolution from rank to out channels (out x rank)"
-    elif _is(answer, r * o):
+    elif same_number(answer, r * o):
         hint = "that is B alone (out x rank); add A, the k x k kernel from in channels to rank (rank x in*k*k)"
     else:
         hint = "A: rank x (in*k*k), B: out x rank"
-    return check(False, hint, answered=_answered(answer))
+    return check(False, hint, answered=answered(answer))
 
 
 def check_conv_as_matrix(answer, conv: nn.Conv2d) -> bool:
     """The conv kernel as the matrix that multiplies the unfolded patches: ``(out, in*kh*kw)``."""
     W = conv.weight.detach()
     expected = W.reshape(W.shape[0], -1)
-    if _same_matrix(answer, expected):
+    if same_matrix(answer, expected):
         return check(True, "")
-    got = _array(answer)
-    want = _array(expected)
+    got = as_array(answer)
+    want = as_array(expected)
     # the same numbers in another order (a .T, a permute, a reshape to the wrong shape)? else they are not the kernel's
     same_numbers = (got is not None and got.size == want.size
                     and bool(np.allclose(np.sort(got, axis=None), np.sort(want, axis=None), rtol=1e-5, atol=1e-6)))
-    if got is not None and got.shape == want.T.shape and _same_matrix(got.T, want):
+    if got is not None and got.shape == want.T.shape and same_matrix(got.T, want):
         hint = "transposed: one row per output channel (filter), one column per number in a patch"
     elif got is not None and got.shape == want.shape and same_numbers:
         hint = ("right shape, wrong order: keep each filter's numbers together in PyTorch's (in, kh, kw) order, "
@@ -272,4 +273,4 @@ def check_conv_as_matrix(answer, conv: nn.Conv2d) -> bool:
                 f"changed, e.g. rounded to float16?): reshape this conv's weight to {tuple(want.shape)}")
     else:
         hint = "reshape conv.weight, (out, in, kh, kw), to (out, in*kh*kw): one row per filter"
-    return check(False, hint, answered=_answered(answer))
+    return check(False, hint, answered=answered(answer))

@@ -4,13 +4,14 @@ One home for the vocabulary and the default learning rates, used by the notebook
 (``python -m lora_lab.finetune``) and the benchmark. Where one name must also carry LoRA's rank (a row of the
 benchmark table, a ``--methods`` argument) it is written ``lora-16``: :func:`parse_method` reads it and
 :func:`method_name` writes it. It works on any classifier that names its own last block
-(:meth:`lora_lab.gpt2.GPT.last_block_prefixes`, :meth:`lora_lab.minilm.MiniLMClassifier.last_block_prefixes`).
+(:meth:`lora_lab.models.gpt2.GPT.last_block_prefixes`,
+:meth:`lora_lab.models.minilm.MiniLMClassifier.last_block_prefixes`).
 """
 from __future__ import annotations
 
 from torch import nn
 
-from .lora import mark_only_lora_trainable, mark_trainable, replace_linear_with_lora
+from ..lora.model import mark_only_lora_trainable, mark_trainable, replace_linear_with_lora
 
 __all__ = ["METHODS", "DEFAULT_LR", "apply_method", "parse_method", "method_name"]
 

@@ -23,6 +23,12 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from ..data.sms import PAD_TOKEN_ID, SpamDataset, get_tokenizer, make_loader, spam_splits
+from ..models.gpt2 import GPT, PRESETS, WeightsUnavailableError, load_pretrained
+from ..models.minilm import MINILM_SHA256, BertTokenizerAdapter, MiniLMClassifier, load_minilm
+from ..train.methods import DEFAULT_LR
+from ..utils.machine import machine
+
 __all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "Backbone", "load_backbone", "gpt2_backbone",
            "load_gpt2", "load_splits"]
 
@@ -65,7 +71,6 @@ class Settings:
 
     def tag(self, device=None) -> str:
         """``model · profile · device`` for figure titles and result tables."""
-        from .nbtools import machine
 
         w = "" if self.pretrained else " (RANDOM weights)"
         return f"{self.model}{w} · {self.profile} profile · {machine(device, short=True)}"
@@ -104,7 +109,6 @@ def load_gpt2(settings: Settings, device="cpu", *, allow_random: bool = False):
     """
     import torch
 
-    from .gpt2 import GPT, PRESETS, WeightsUnavailableError, load_pretrained
 
     if settings.is_offline:
         if not allow_random:
@@ -130,7 +134,6 @@ def load_gpt2(settings: Settings, device="cpu", *, allow_random: bool = False):
 
 def load_splits(settings: Settings, data_dir=None):
     """(train, val, test) DataFrames: the balanced 70/10/20 split (or a per-class subset of it)."""
-    from .data import spam_splits
 
     return spam_splits(data_dir, seed=settings.seed, per_class=settings.subset)
 
@@ -157,7 +160,6 @@ class Backbone:
 
     def datasets(self, *frames):
         """One :class:`lora_lab.data.SpamDataset` per DataFrame, tokenized for this model."""
-        from .data import SpamDataset
 
         return tuple(SpamDataset(df, self.tokenizer, max_length=self.max_length) for df in frames)
 
@@ -165,9 +167,8 @@ class Backbone:
                num_replicas: int = 1, rank: int = 0):
         """Batches padded to their own longest message with this model's padding id (training loaders
         shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths, by default
-        whenever the loader shuffles: see :mod:`lora_lab.bucketing`).
+        whenever the loader shuffles: see :mod:`lora_lab.data.bucketing`).
         Under DDP, ``num_replicas`` processes each take their share; ``rank`` is this process's DDP rank."""
-        from .data import make_loader
 
         return make_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed,
                            pad_token_id=self.pad_token_id, bucket=shuffle if bucket is None else bucket,
@@ -179,8 +180,6 @@ def gpt2_backbone(name: str, make: Callable, max_length: int | None = None) -> B
     the course's learning rates, pooling at the last real token. ``make(num_classes)`` returns a fresh
     classifier; it is called only by :meth:`Backbone.classifier`, so the data can be prepared (and its errors
     reported) before any weights are loaded. Used by :func:`load_backbone` and ``python -m lora_lab.finetune``."""
-    from .data import PAD_TOKEN_ID, get_tokenizer
-    from .methods import DEFAULT_LR
 
     return Backbone(name=name, kind="decoder",
                     pooling="the output at the last real token (the only one that has seen the whole message)",
@@ -192,7 +191,6 @@ def load_backbone(settings: Settings, device="cpu", *, verbose: bool = True) -> 
     """Turn the profile into a :class:`Backbone`: GPT-2 (real: pretrained; smoke: tiny random) or
     all-MiniLM-L6-v2 (offline: loaded from the installed package, its sha256 verified)."""
     if settings.is_offline:
-        from .minilm import MINILM_SHA256, BertTokenizerAdapter, MiniLMClassifier, load_minilm
 
         encoder, hf_tok = load_minilm()  # verifies the weights' sha256 first
         encoder.eval()

@@ -9,12 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import random
+import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
-__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit", "committed_file"]
+import numpy as np
+import torch
+
+__all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit",
+           "committed_file", "pick_device", "set_seed", "peak_memory_bytes", "reset_peak_memory"]
 
 # the instruction-set extensions that decide how fast fp32 and bf16 matrix products run on a CPU
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -134,3 +141,56 @@ def committed_file(*parts: str) -> Path | None:
         return Path(str(f)) if f.is_file() else None
     except (ModuleNotFoundError, FileNotFoundError):
         return None
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """``$LORA_LAB_DEVICE`` or ``prefer`` if given, else cuda > mps > cpu."""
+    prefer = prefer or os.environ.get("LORA_LAB_DEVICE")
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators: a fixed seed gives the same head init, LoRA init,
+    dropout and batch order, so a run can be repeated number for number."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> float:
+    """CUDA: peak bytes allocated by tensors since the last reset. CPU: the process's peak resident
+    set size (a high-water mark over the process's whole life).
+
+    The CPU number comes from ``resource`` on Linux and macOS, and from ``psutil`` (the peak working set) on
+    Windows, which has no ``resource`` module; without psutil there it is NaN ("not measured", with a
+    warning that says how to get it), never a made-up 0."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource  # Unix only: importing it at the top would break `import lora_lab` on Windows
+    except ImportError:
+        try:
+            import psutil
+        except ImportError:
+            warnings.warn("peak memory is not measured on this system without psutil (pip install psutil); "
+                          "peak_mem_mb is NaN", RuntimeWarning, stacklevel=2)
+            return float("nan")
+        info = psutil.Process().memory_info()
+        return int(getattr(info, "peak_wset", info.rss))  # Windows' peak working set
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # macOS reports bytes, Linux KiB
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -20,6 +20,12 @@ from pathlib import Path
 
 import torch
 
+from ..data.sms import collate
+from ..models.gpt2 import GPT, PRESETS
+from ..utils.machine import pick_device
+from .loop import make_optimizer, train_step
+from .methods import apply_method, parse_method
+
 __all__ = ["setup", "teardown", "ddp_comm"]
 
 
@@ -28,7 +34,6 @@ def setup(device_arg: str | None = None) -> tuple[int, int, torch.device]:
     ``(ddp_rank, world_size, device)``. Alone (no ``torchrun``) it starts nothing: ``(0, 1, device)``.
 
     Each process on a GPU machine takes the GPU of its ``LOCAL_RANK`` and talks nccl; on CPUs gloo."""
-    from .train import pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
@@ -64,10 +69,6 @@ def _ddp_worker(ddp_rank, world, port, shape, method, out_file):
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from .data import collate
-    from .gpt2 import GPT, PRESETS
-    from .methods import apply_method, parse_method
-    from .train import make_optimizer, train_step
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -105,7 +106,6 @@ def ddp_comm(shape="gpt2", methods=("full", "lora-16"), world=2) -> list[dict]:
     syncs), with ``world`` gloo processes on this machine."""
     import torch.multiprocessing as mp
 
-    from .methods import parse_method
 
     for method in methods:
         parse_method(method)  # a typo stops here, with the accepted names, not inside a spawned process

@@ -39,7 +39,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .lora import AdapterMismatchError, LoRALayer, load_adapter, lora_layers
+from .adapter_file import load_adapter
+from .contents import AdapterMismatchError
+from .layer import LoRALayer
+from .model import lora_layers
 
 __all__ = ["BASE", "MixedAdapterModel", "MultiLoRALinear", "PerRowModule", "serving_memory", "tensor_bytes"]
 

@@ -6,120 +6,25 @@ that is where LoRA's memory saving in optimizer state comes from.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-import sys
 import time
-import warnings
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["pick_device", "set_seed", "precision_for", "precision_name", "train_classifier", "evaluate", "predict",
-           "train_step", "make_grad_scaler", "make_optimizer", "peak_memory_bytes", "reset_peak_memory",
-           "NonFiniteLossError"]
+from ..utils.machine import peak_memory_bytes, reset_peak_memory
+from ..utils.precision import autocast, make_grad_scaler, precision_for, precision_name
+
+__all__ = ["train_classifier", "evaluate", "predict", "train_step", "make_optimizer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite. Raised *before* the backward pass and the optimizer step,
     so the parameters are still those of the last good step; the message names the broken parameters or
     the first layer whose output is not finite."""
-
-
-def pick_device(prefer: str | None = None) -> torch.device:
-    """``$LORA_LAB_DEVICE`` or ``prefer`` if given, else cuda > mps > cpu."""
-    prefer = prefer or os.environ.get("LORA_LAB_DEVICE")
-    if prefer:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators: a fixed seed gives the same head init, LoRA init,
-    dropout and batch order, so a run can be repeated number for number."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def precision_name(dtype) -> str:
-    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for an autocast dtype from :func:`precision_for` (``None`` is plain
-    fp32) or for a spelling older results files used (``"torch.bfloat16"``, ``"bfloat16"``): the one spelling
-    that training histories (``df.attrs["precision"]``), results files and ``metrics.json`` store."""
-    names = {"None": "fp32", "fp32": "fp32", "torch.bfloat16": "bf16", "bfloat16": "bf16", "bf16": "bf16",
-             "torch.float16": "fp16", "float16": "fp16", "fp16": "fp16"}
-    return names.get(str(dtype), str(dtype))
-
-
-def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``); None means plain fp32.
-
-    ``auto``: on CUDA bf16 where supported, else fp16; on a CPU bf16 only where the processor has native bf16
-    instructions and a short probe measures it faster (:func:`lora_lab.precision.cpu_autocast_dtype`: a CPU
-    that emulates bf16 can be many times slower), else fp32; elsewhere (MPS) fp32.
-    ``$LORA_LAB_PRECISION`` replaces ``auto`` for every run."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    forced = os.environ.get("LORA_LAB_PRECISION", "auto").strip().lower()
-    if forced != "auto":
-        return precision_for(device, forced)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        from .precision import cpu_autocast_dtype
-
-        return cpu_autocast_dtype()
-    return None
-
-
-def _autocast(device: torch.device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_bytes(device: torch.device) -> float:
-    """CUDA: peak bytes allocated by tensors since the last reset. CPU: the process's peak resident
-    set size (a high-water mark over the process's whole life).
-
-    The CPU number comes from ``resource`` on Linux and macOS, and from ``psutil`` (the peak working set) on
-    Windows, which has no ``resource`` module; without psutil there it is NaN ("not measured", with a
-    warning that says how to get it), never a made-up 0."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    try:
-        import resource  # Unix only: importing it at the top would break `import lora_lab` on Windows
-    except ImportError:
-        try:
-            import psutil
-        except ImportError:
-            warnings.warn("peak memory is not measured on this system without psutil (pip install psutil); "
-                          "peak_mem_mb is NaN", RuntimeWarning, stacklevel=2)
-            return float("nan")
-        info = psutil.Process().memory_info()
-        return int(getattr(info, "peak_wset", info.rss))  # Windows' peak working set
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # macOS reports bytes, Linux KiB
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1) -> torch.optim.Optimizer:
@@ -150,7 +55,7 @@ def _first_nonfinite_output(net: nn.Module, batch, device, amp_dtype) -> str | N
 
     handles = [m.register_forward_hook(hook) for m in names]
     try:
-        with torch.no_grad(), _autocast(device, amp_dtype):
+        with torch.no_grad(), autocast(device, amp_dtype):
             net(batch.input_ids, batch.lengths)
     finally:
         for h in handles:
@@ -183,16 +88,6 @@ def _explain_nonfinite(model, batch, loss, optimizer, device, amp_dtype) -> str:
     return msg + " Nothing was updated by this step."
 
 
-def make_grad_scaler(device: torch.device, amp_dtype) -> torch.amp.GradScaler:
-    """The loss scaler for this precision: enabled for fp16 autocast (a T4, the free Colab GPU, has no bf16), where
-    small gradients would underflow to zero without it; on a CPU too (``precision="fp16"``), so that the T4's
-    branch runs, and is tested, without a GPU. An enabled scaler skips every step whose gradients overflowed
-    (inf/NaN) and halves its scale; :func:`train_classifier` counts those steps. Disabled (fp32, bf16), it passes the
-    loss and the optimizer step straight through, so every precision takes the same code path."""
-    device = torch.device(device)
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16 and device.type in ("cuda", "cpu"))
-
-
 def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max_grad_norm=None, *,
                check_finite: bool = True):
     """One forward + backward + optimizer step. Returns (loss tensor, number correct tensor).
@@ -203,7 +98,7 @@ def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max
     ``scaler``: from :func:`make_grad_scaler` (made here when not given; pass one to keep its state across
     steps, as fp16 loss scaling needs).
     """
-    with _autocast(device, amp_dtype):
+    with autocast(device, amp_dtype):
         logits = model(batch.input_ids, batch.lengths)
         loss = F.cross_entropy(logits.float(), batch.labels)
     if check_finite and not _finite_on_every_rank(loss):
@@ -236,7 +131,7 @@ def evaluate(model, loader, device=None, max_batches: int | None = None, amp_dty
         if max_batches is not None and i >= max_batches:
             break
         batch = batch.to(device)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             logits = model(batch.input_ids, batch.lengths).float()
         sums[0] += F.cross_entropy(logits, batch.labels, reduction="sum")
         sums[1] += (logits.argmax(-1) == batch.labels).sum()
@@ -291,7 +186,7 @@ def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, l
     ``epoch``, ``epochs``, ``step``, ``steps`` (batches per epoch, or None), ``loss`` and ``acc`` (this
     batch), ``seen`` (examples so far this epoch) and ``history`` (the rows of the finished epochs). If it
     returns True, training stops cleanly after that batch: the epoch so far is evaluated and kept as the last
-    row (``df.attrs["stopped_early"]`` is True), so nothing trained is lost (``lora_lab.widgets`` uses this
+    row (``df.attrs["stopped_early"]`` is True), so nothing trained is lost (``lora_lab.course.widgets`` uses this
     for its Stop button). Under torch.distributed every process must return the same answer.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device

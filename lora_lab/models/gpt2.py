@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .files import DataIntegrityError, sha256_of
+from ..utils.files import DataIntegrityError, sha256_of
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "load_pretrained", "linear_shapes", "config_of",
            "WeightsUnavailableError", "WeightsIntegrityError", "CheckpointMismatchError", "HUB_REPOS"]
@@ -189,6 +189,11 @@ class GPT(nn.Module):
             x = block(x)
         return self.transformer.ln_f(x)
 
+    def token_states(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`hidden_states` (the :class:`lora_lab.models.protocol.Classifier` name). Padding is on the right
+        and attention is causal, so padding cannot change a real position: ``lengths`` is not needed."""
+        return self.hidden_states(idx)
+
     def forward(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Language model: next-token logits at every position, ``(batch, seq, vocab)``.
         Classifier (after :meth:`to_classifier`): class logits ``(batch, num_classes)`` at each
@@ -275,7 +280,7 @@ class CheckpointMismatchError(ValueError):
 
 class WeightsIntegrityError(DataIntegrityError):
     """A cached weights file does not have the checksum the hub published for it (a
-    :class:`lora_lab.files.DataIntegrityError`, like every other checksum failure)."""
+    :class:`lora_lab.utils.files.DataIntegrityError`, like every other checksum failure)."""
 
 
 # the weights Hugging Face stores as Conv1D, (in, out): transposed to and from nn.Linear's (out, in) layout
@@ -320,7 +325,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 # Seconds to wait before each new try when the hub cannot be reached and nothing is cached: the hub client's
 # own schedule (1 + 2 + 4 + 8 + 8 = 23 s, for a flaky classroom network), here so that a test or an impatient
-# user can shorten it: lora_lab.gpt2.HUB_RETRY_WAITS_S = (1,).
+# user can shorten it: lora_lab.models.gpt2.HUB_RETRY_WAITS_S = (1,).
 HUB_RETRY_WAITS_S: tuple[float, ...] = (1, 2, 4, 8, 8)
 
 

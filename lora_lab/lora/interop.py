@@ -26,7 +26,7 @@ last real token, from ``lengths``     last token that is not ``config.pad_token_
 ====================================  ==================================================================
 
 PEFT's file names every tensor ``base_model.model.<module>.lora_A.weight``: the adapter's name (``default``) is
-not in the file. For the MiniLM track (a BERT encoder inside :class:`lora_lab.minilm.MiniLMClassifier`) our names
+not in the file. For the MiniLM track (a BERT encoder inside :class:`lora_lab.models.minilm.MiniLMClassifier`) our names
 are ``encoder.<BertModel name>`` and the layers are plain ``nn.Linear`` on both sides (``fan_in_fan_out=False``);
 transformers has no class with our mean-pooling head, so the head travels beside the adapter in
 ``head.safetensors`` (``weight``, ``bias``), which PEFT ignores and :func:`load_adapter` reads.
@@ -44,26 +44,16 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .data import PAD_TOKEN_ID  # GPT-2's <|endoftext|>, which the course's batches are padded with
-from .files import atomic_write
-from .gpt2 import CONV1D_WEIGHTS, GPT, HUB_REPOS
-from .lora import (
-    ADAPTER_CONFIG,
-    AdapterContents,
-    AdapterMismatchError,
-    LinearWithLoRA,
-    _check_finite,
-    _check_hparams,
-    _plain,
-    lora_layers,
-    lora_parameter_names,
-    selects,
-    shared_hparams,
-)
-from .minilm import MINILM_NAME, MiniLMClassifier
+from ..data.sms import PAD_TOKEN_ID  # GPT-2's <|endoftext|>, which the course's batches are padded with
+from ..models.gpt2 import CONV1D_WEIGHTS, GPT, HUB_REPOS
+from ..models.minilm import MINILM_NAME, MiniLMClassifier
+from ..utils.files import atomic_write
+from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
+from .layer import LinearWithLoRA, check_hparams, plain_number
+from .model import lora_layers, lora_parameter_names, selects, shared_hparams
 
 __all__ = ["save_peft_adapter", "read_peft_adapter", "export_merged", "export_base", "fold_head_bias",
-           "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG", "PAD_TOKEN_ID"]
+           "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG"]
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -71,7 +61,7 @@ HEAD_WEIGHTS = "head.safetensors"  # the MiniLM head: no transformers class pool
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 # GPT-2's projections are Conv1D in transformers: weight (in, out), the transpose of our nn.Linear's
-# (the same list lora_lab.gpt2.load_pretrained transposes when it reads a checkpoint)
+# (the same list lora_lab.models.gpt2.load_pretrained transposes when it reads a checkpoint)
 MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 # PEFT LoRA options that change what the file means in ways lora_lab cannot represent: any of them set is an error
 _UNSUPPORTED = {
@@ -425,7 +415,7 @@ def _read_peft_config(path: Path) -> dict:
         if k not in cfg:
             raise ValueError(f"{cfg_path} lacks {k!r}: not a PEFT LoRA config")
     try:
-        _check_hparams(cfg["r"], cfg["lora_alpha"], cfg.get("lora_dropout", 0.0) or 0.0)
+        check_hparams(cfg["r"], cfg["lora_alpha"], cfg.get("lora_dropout", 0.0) or 0.0)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{cfg_path}: {e}") from None
     if not isinstance(cfg.get("use_rslora", False), bool):
@@ -470,7 +460,7 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
         raw = load_file(str(weights))
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(f"{weights} is not a readable safetensors file ({e})") from None
-    _check_finite(raw, path)
+    check_finite(raw, path)
 
     rank = int(cfg["r"])
     save_modules = _modules_to_save(cfg)
@@ -533,8 +523,8 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
     if lay.head and lay.hf_head is None and (path / HEAD_WEIGHTS).is_file():  # MiniLM's head, beside the adapter
         for k, t in load_file(str(path / HEAD_WEIGHTS)).items():
             tensors[f"{lay.head}.{k}"], sources[f"{lay.head}.{k}"] = t, f"{HEAD_WEIGHTS}:{k}"
-        _check_finite(tensors, path)
-    hparams = {"rank": rank, "alpha": _plain(cfg["lora_alpha"]), "use_rslora": bool(cfg.get("use_rslora", False)),
+        check_finite(tensors, path)
+    hparams = {"rank": rank, "alpha": plain_number(cfg["lora_alpha"]), "use_rslora": bool(cfg.get("use_rslora", False)),
                "dropout": float(cfg.get("lora_dropout", 0.0) or 0.0)}
     return AdapterContents(path=path, config={**cfg, "format": "peft"}, layers=sorted(lora_ab), hparams=hparams,
                            tensors=tensors, sources=sources)

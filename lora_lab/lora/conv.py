@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lora import DEFAULT_EXCLUDE, LoRALayer, _check_hparams, _check_init, _LoRAWrapper, _plain, _wrap_layers
+from .layer import LoRALayer, LoRAWrapper, check_hparams, check_init, plain_number
+from .targets import DEFAULT_EXCLUDE, wrap_layers
 
 __all__ = ["Conv2dLoRALayer", "Conv2dWithLoRA", "replace_conv2d_with_lora", "conv_lora_parameter_count",
            "check_conv2d_supported"]
@@ -78,9 +79,9 @@ class Conv2dLoRALayer(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, rank: int, alpha: float, *,
                  stride=1, padding=0, dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
         super().__init__()
-        _check_hparams(rank, alpha, dropout)
-        _check_init(init)
-        rank, alpha, dropout = int(rank), _plain(alpha), float(dropout)
+        check_hparams(rank, alpha, dropout)
+        check_init(init)
+        rank, alpha, dropout = int(rank), plain_number(alpha), float(dropout)
         kh, kw = nn.modules.utils._pair(kernel_size)
         fan_in = in_channels * kh * kw
         if rank > min(fan_in, out_channels):
@@ -130,11 +131,11 @@ def _delta(A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
     return (B.flatten(1) @ A.flatten(1)).view(B.shape[0], *A.shape[1:]) * scaling
 
 
-class Conv2dWithLoRA(_LoRAWrapper):
+class Conv2dWithLoRA(LoRAWrapper):
     """A frozen-able ``nn.Conv2d`` plus a :class:`Conv2dLoRALayer`: ``conv(x) + lora(x)``.
 
     The Conv2d twin of :class:`lora_lab.lora.LinearWithLoRA`, with the same options and the same rules
-    (one shared implementation, :class:`lora_lab.lora._LoRAWrapper`): ``merge()`` folds ``delta_weight`` into
+    (one shared implementation, :class:`lora_lab.lora.layer.LoRAWrapper`): ``merge()`` folds ``delta_weight`` into
     ``conv.weight`` (the merged layer is one plain convolution, as fast as the base), ``unmerge()`` takes it out
     exactly (bit for bit in fp16/bf16), both idempotent; training through a merged layer raises instead of
     silently learning nothing. Only two things are the convolution's own: the base layer it holds and how
@@ -173,12 +174,12 @@ def replace_conv2d_with_lora(model: nn.Module, rank: int, alpha: float, *, targe
     ``replace_linear_with_lora`` too (with the same rank and alpha, so that one adapter file describes both).
     Returns ``model``.
     """
-    _check_hparams(rank, alpha, dropout)
-    _check_init(init)
+    check_hparams(rank, alpha, dropout)
+    check_init(init)
     if isinstance(target, str) and target != "all":
         raise ValueError(f"target for convolutions must be 'all' or a list of name patterns, got {target!r} "
                          "('attention' and 'mlp' name transformer layers)")
-    wrapped, existing = _wrap_layers(model, Conv2dWithLoRA, nn.Conv2d, rank, alpha, target=target, exclude=exclude,
+    wrapped, existing = wrap_layers(model, Conv2dWithLoRA, nn.Conv2d, rank, alpha, target=target, exclude=exclude,
                                      dropout=dropout, use_rslora=use_rslora, init=init, check=check_conv2d_supported)
     if not wrapped and not existing:
         convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

@@ -28,8 +28,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .files import DataIntegrityError, atomic_write, verify_sha256
-from .nbtools import checkout_root
+from ..utils.files import DataIntegrityError, atomic_write, verify_sha256
+from ..utils.machine import checkout_root
+from .bucketing import LengthBucketSampler
 
 __all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
            "balanced_split", "spam_splits", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
@@ -246,10 +247,9 @@ def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, dr
     ``loader.sampler.set_epoch(epoch)`` for a new order each epoch.
 
     ``bucket=True`` (with ``shuffle``) groups messages of similar length into a batch, so batches pad less:
-    see :mod:`lora_lab.bucketing` (still seeded, still a new order each epoch, same DDP rule).
+    see :mod:`lora_lab.data.bucketing` (still seeded, still a new order each epoch, same DDP rule).
     """
     if bucket and shuffle:
-        from .bucketing import LengthBucketSampler
 
         sampler = LengthBucketSampler([len(dataset[i][0]) for i in range(len(dataset))], batch_size,
                                       num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)

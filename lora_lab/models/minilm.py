@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import verify_sha256
+from ..utils.files import verify_sha256
+from .protocol import length_mask
 
 __all__ = ["MINILM_NAME", "MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
 
@@ -36,7 +37,7 @@ def minilm_dir() -> Path:
 
 def load_minilm(verify: bool = True):
     """(encoder, tokenizer) of all-MiniLM-L6-v2 from the installed package, offline; the weights'
-    sha256 is checked against the hub's file first (:class:`lora_lab.files.DataIntegrityError` if not)."""
+    sha256 is checked against the hub's file first (:class:`lora_lab.utils.files.DataIntegrityError` if not)."""
     import transformers
 
     d = minilm_dir()
@@ -74,7 +75,8 @@ class BertTokenizerAdapter:
 
 
 class MiniLMClassifier(nn.Module):
-    """BERT encoder -> mean over real tokens -> ``Linear(hidden, num_classes)``.
+    """BERT encoder -> mean over real tokens -> ``Linear(hidden, num_classes)``; a
+    :class:`lora_lab.models.protocol.Classifier`.
 
     Called like our GPT-2 classifier, ``model(input_ids, lengths)``, with right padding, so the
     same training loop, loaders and LoRA helpers work on it.
@@ -91,12 +93,12 @@ class MiniLMClassifier(nn.Module):
         outside its layers)."""
         return [f"encoder.encoder.layer.{self.config.num_hidden_layers - 1}", "classifier"]
 
+    def token_states(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's last hidden states, ``(batch, seq, hidden)``; padding is masked out of attention."""
+        return self.encoder(input_ids=input_ids, attention_mask=length_mask(input_ids, lengths)).last_hidden_state
+
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:
-            mask = torch.ones_like(input_ids)
-        else:
-            mask = (torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None]).long()
-        h = self.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(h.dtype)
+        h = self.token_states(input_ids, lengths)
+        m = length_mask(input_ids, lengths).unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
         return self.classifier(pooled)

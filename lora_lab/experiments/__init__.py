@@ -1,0 +1,12 @@
+"""Experiments: many fine-tunes and the results files they write; each command's ``main()`` lives here.
+
+* :mod:`lora_lab.experiments.profiles` - the notebooks' real / offline / smoke profiles, and loading their backbones
+and data
+* :mod:`lora_lab.experiments.runs` - one fine-tune as the notebooks run it, and a spread over seeds
+* :mod:`lora_lab.experiments.finetune_job` - the fine-tune command: its config, checks, run and command line
+* :mod:`lora_lab.experiments.bench` - speed and memory, full fine-tuning vs LoRA, and the committed results
+* :mod:`lora_lab.experiments.claims` - claims often made about LoRA, put to the test (notebook 9)
+* :mod:`lora_lab.experiments.measures` - what a fine-tune changed: forgetting, perplexity, subspace similarity
+* :mod:`lora_lab.experiments.bf16_quality` - does bf16 change the result? paired with fp32 by seed
+* :mod:`lora_lab.experiments.contention` - how much a busy machine slows training, measured
+"""

@@ -1,0 +1,357 @@
+"""Fine-tune GPT-2 as an SMS-spam classifier from the command line.
+
+    python -m lora_lab.finetune --model gpt2 --method lora --rank 16 --alpha 16 --epochs 5
+    python -m lora_lab.finetune --model tiny --weights random --epochs 1      # offline, seconds, meaningless
+    torchrun --nproc_per_node=2 -m lora_lab.finetune --model gpt2 --method lora   # several GPUs / processes
+
+Writes ``metrics.json``, ``history.csv`` and ``curves.png`` to ``--out`` (and the adapter for LoRA).
+Under ``torchrun`` it uses DistributedDataParallel (nccl on GPUs, gloo on CPU); ``--batch-size`` is
+per process, so the global batch is ``batch_size * world_size``; only the main process (DDP rank 0,
+not to be confused with ``--rank``, LoRA's rank) writes and prints.
+
+From Python, build a :class:`FinetuneConfig` (its fields are the flags) and call :func:`run`:
+``run(FinetuneConfig(model="tiny", weights="random", epochs=1))``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import numbers
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from ..data.sms import spam_splits
+from ..lora.adapter_file import save_adapter
+from ..lora.interop import export_merged
+from ..lora.layer import check_hparams
+from ..lora.model import count_parameters
+from ..lora.targets import TARGET_PRESETS
+from ..models.gpt2 import GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of, load_pretrained
+from ..train import distributed
+from ..train.loop import evaluate, train_classifier
+from ..train.methods import DEFAULT_LR, METHODS, apply_method
+from ..utils.files import atomic_write, write_json
+from ..utils.machine import device_name, set_seed
+from ..utils.plots import plot_history
+from .profiles import SMOKE_BANNER, gpt2_backbone
+
+__all__ = ["FinetuneConfig", "run", "validate", "build_parser", "main", "UsageError"]
+
+OFFLINE_HINT = ("For a quick offline run without weights: python -m lora_lab.finetune --model tiny --weights random "
+                "--epochs 1 (a tiny random GPT-2; its numbers mean nothing).")
+WEIGHTS = ("pretrained", "random")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EXPORTS = ("peft", "merged")
+
+
+class UsageError(ValueError):
+    """A command-line argument (or config field) cannot work; the message names the argument and what would."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything one fine-tuning run needs. The command line builds one from its flags (each field is the
+    flag of the same name, ``--batch-size`` -> ``batch_size``); Python code (the benchmark, a notebook)
+    builds one directly: ``run(FinetuneConfig(model="tiny", weights="random", epochs=1))``."""
+
+    model: str = "gpt2"  # gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a local folder
+    weights: str = "pretrained"  # or "random" (presets only; its numbers mean nothing)
+    method: str = "lora"  # lora, full or last-block
+    rank: int = 16  # LoRA's rank r (not the DDP rank of a process)
+    alpha: float = 16
+    rslora: bool = False  # scale by alpha/sqrt(rank) instead of alpha/rank
+    lora_dropout: float = 0.0
+    target: str = "all"
+    epochs: int = 5
+    batch_size: int = 8  # per process
+    lr: float | None = None  # None: DEFAULT_LR[method]
+    weight_decay: float = 0.1
+    max_length: int | None = None  # None: the model's context
+    subset: int | None = None  # messages per class (quick runs)
+    precision: str = "auto"
+    bucket: bool = True  # batch messages of similar length together: less padding (lora_lab.data.bucketing)
+    device: str | None = None
+    seed: int = 123
+    data_dir: str | None = None
+    out: str = "runs/finetune"
+    plot: bool = True
+    export: tuple = ()  # also write "peft" (a PEFT LoRA folder) and/or "merged" (a transformers model folder)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "FinetuneConfig":
+        """The config the parsed command line describes (``--no-plot`` becomes ``plot=False``)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in vars(args).items() if k in fields and k != "export"}
+        return cls(**values, plot=not args.no_plot, export=tuple(dict.fromkeys(getattr(args, "export", None) or ())))
+
+
+def _check_number(value, lo: float, *, strict: bool = False, whole: bool = True, shown=None) -> str | None:
+    """Why ``value`` is not a usable number (a whole one if ``whole``) ``>`` (``strict``) or ``>=`` ``lo``;
+    None if it is. One rule for the command line's flags and for configs built in Python; ``shown`` is how
+    the value was written (the flag's text)."""
+    shown = repr(value) if shown is None else shown
+    if whole and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        return f"expected a whole number, got {shown}"
+    if whole:
+        return f"must be at least {lo:g}, got {shown}" if value < lo else None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < lo \
+            or (strict and value == lo):
+        return f"must be a finite number {'>' if strict else '>='} {lo:g}, got {shown}"
+    return None
+
+
+def _flag_type(lo: float, *, strict: bool = False, whole: bool = True):
+    """An argparse ``type`` that reads a number and applies :func:`_check_number`."""
+    def parse(text: str):
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole number' if whole else 'number'}, "
+                                             f"got {text!r}") from None
+        problem = _check_number(value, lo, strict=strict, whole=whole, shown=text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+    parse.__name__ = "whole number" if whole else "number"
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m lora_lab.finetune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gpt2", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a local folder")
+    ap.add_argument("--weights", choices=WEIGHTS, default="pretrained")
+    ap.add_argument("--method", choices=METHODS, default="lora")
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--alpha", type=float, default=16)
+    ap.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(rank) instead of alpha/rank")
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
+    ap.add_argument("--target", default="all", choices=TARGET_PRESETS)
+    ap.add_argument("--epochs", type=_flag_type(1), default=5)
+    ap.add_argument("--batch-size", type=_flag_type(1), default=8, help="per process")
+    ap.add_argument("--lr", type=_flag_type(0, strict=True, whole=False), default=None,
+                    help="default: 5e-4 for lora, 5e-5 otherwise")
+    ap.add_argument("--weight-decay", type=_flag_type(0, whole=False), default=0.1)
+    ap.add_argument("--max-length", type=_flag_type(1), default=None,
+                    help="truncate messages to this many tokens (default: the model's context, e.g. 1024 for gpt2)")
+    ap.add_argument("--subset", type=_flag_type(1), default=None, help="keep this many messages per class (quick runs)")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="auto: bf16 autocast on GPUs, and on CPUs with native bf16 where a probe shows it is faster")
+    ap.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=FinetuneConfig.bucket,
+                    help="batch messages of similar length together (less padding; still a new order each epoch)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default="runs/finetune")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--export", action="append", choices=EXPORTS, default=None,
+                    help="also write out/adapter_peft (peft: loads with peft.PeftModel.from_pretrained) and/or "
+                         "out/merged (merged: LoRA merged, loads with transformers' from_pretrained); repeatable")
+    return ap
+
+
+def validate(config: FinetuneConfig) -> int:
+    """Check what can be checked before any work, and create ``out``.
+
+    Everything that can fail is tried here, before data, model and training: a run must not train for an
+    hour and then find that it cannot write its results. Raises :class:`UsageError` naming the flag.
+    Returns the model's context length (its ``block_size``).
+    """
+    c = config
+    for flag, value, allowed in (("--weights", c.weights, WEIGHTS), ("--method", c.method, METHODS),
+                                 ("--target", c.target, TARGET_PRESETS), ("--precision", c.precision, PRECISIONS)):
+        if value not in allowed:
+            raise UsageError(f"{flag} must be one of {allowed}, got {value!r}")
+    optional = ("--lr", "--max-length", "--subset")  # None means "the default"
+    for flag, value, lo, strict, whole in (("--epochs", c.epochs, 1, False, True),
+                                           ("--batch-size", c.batch_size, 1, False, True),
+                                           ("--lr", c.lr, 0, True, False),
+                                           ("--weight-decay", c.weight_decay, 0, False, False),
+                                           ("--max-length", c.max_length, 1, False, True),
+                                           ("--subset", c.subset, 1, False, True)):
+        problem = None if value is None and flag in optional else _check_number(value, lo, strict=strict, whole=whole)
+        if problem:
+            raise UsageError(f"{flag}: {problem}")
+    bad = [e for e in c.export if e not in EXPORTS]
+    if bad:
+        raise UsageError(f"--export must be one of {EXPORTS}, got {bad[0]!r}")
+    if "peft" in c.export and c.method != "lora":
+        raise UsageError(f"--export peft writes a LoRA adapter, but --method is {c.method!r}; use --export merged "
+                         "for a whole model, or --method lora")
+    if c.method == "lora":
+        try:
+            check_hparams(c.rank, c.alpha, c.lora_dropout)
+        except (TypeError, ValueError) as e:
+            flag = next((f for f in ("--rank", "--alpha") if str(e).startswith(f[2:])), "--lora-dropout")
+            raise UsageError(f"{flag}: {e}") from None
+    if c.weights == "random" and c.model not in PRESETS:
+        raise UsageError(f"--weights random needs a preset --model ({sorted(PRESETS)}), got {c.model!r}")
+    if c.weights == "pretrained" and c.model == "tiny":
+        raise UsageError("--model tiny exists only with random weights: add --weights random")
+    if c.model not in PRESETS and not Path(c.model).exists():
+        raise UsageError(f"--model {c.model!r} is neither a preset ({sorted(PRESETS)}) nor an existing folder")
+    try:
+        block_size = config_of(c.model).block_size
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--model {c.model}: {e}") from None
+    if c.max_length is not None and c.max_length > block_size:
+        raise UsageError(f"--max-length {c.max_length} is longer than {c.model}'s context of {block_size} "
+                         f"tokens; use at most {block_size} (or leave it out)")
+    out = Path(c.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {c.out}: cannot create this folder ({e.strerror or e}); choose another "
+                         "--out") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {c.out}: this folder is not writable; choose another --out")
+    return block_size
+
+
+_SPLIT_SHARE = {"training": "70", "validation": "10", "test": "20"}
+
+
+def _splits(c: FinetuneConfig):
+    """The balanced (train, val, test) split, with ``--subset`` problems reported as usage errors."""
+    try:
+        frames = spam_splits(c.data_dir, seed=c.seed, per_class=c.subset)
+    except ValueError as e:
+        if c.subset is None:
+            raise
+        raise UsageError(f"--subset {c.subset}: {e}") from None
+    for split, df in zip(_SPLIT_SHARE, frames):
+        if len(df) == 0:
+            raise UsageError(f"--subset {c.subset} leaves the {split} split empty (it gets {_SPLIT_SHARE[split]}% "
+                             f"of {2 * c.subset} messages); use --subset 5 or more")
+    return frames
+
+
+def _base_model(c: FinetuneConfig) -> GPT:
+    """The GPT-2 to fine-tune: random weights for a preset (``--weights random``), else the pretrained ones."""
+    if c.weights == "random":
+        return GPT(PRESETS[c.model])
+    try:
+        return load_pretrained(c.model)
+    except WeightsUnavailableError as e:
+        raise WeightsUnavailableError(f"{e} {OFFLINE_HINT}") from None
+
+
+def run(config: FinetuneConfig) -> dict:
+    """Fine-tune once as ``config`` says; returns ``{"metrics", "history", "model"}``.
+
+    Under ``torchrun`` every process runs this; only the main process (DDP rank 0) prints and writes files.
+    Raises :class:`UsageError` for a config that cannot work (before any training), and
+    :class:`lora_lab.models.gpt2.WeightsUnavailableError` when the pretrained weights cannot be had.
+    """
+    c = FinetuneConfig.from_args(config) if isinstance(config, argparse.Namespace) else config
+    block_size = validate(c)
+    ddp_rank, world, device = distributed.setup(c.device)
+    is_main = ddp_rank == 0
+    smoke = c.weights == "random"
+    if is_main and smoke:
+        print(SMOKE_BANNER)
+    set_seed(c.seed)  # with the seeded splits and loaders: the same seed, the same run
+
+    # Truncate to what the model can read: a message longer than its context would crash it mid-run.
+    max_length = c.max_length or block_size
+    bb = gpt2_backbone(c.model, lambda num_classes: _base_model(c).to_classifier(num_classes), max_length)
+    train_ds, val_ds, test_ds = bb.datasets(*_splits(c))
+    per_process = len(train_ds) // world
+    if per_process < c.batch_size:
+        raise UsageError(f"--batch-size {c.batch_size} is larger than the {per_process} training messages"
+                         f"{' per process' if world > 1 else ''} (a partial batch is dropped, so no step would run); "
+                         "lower --batch-size or raise --subset")
+    train_loader = bb.loader(train_ds, c.batch_size, shuffle=True, seed=c.seed, num_replicas=world, rank=ddp_rank,
+                             bucket=c.bucket)
+    # evaluation: each process takes every world-th example (no padding duplicates), sums are all-reduced
+    val_loader, test_loader = (bb.loader(Subset(ds, range(ddp_rank, len(ds), world)), c.batch_size)
+                               for ds in (val_ds, test_ds))
+
+    model = apply_method(bb.classifier(), c.method, c.rank, c.alpha, target=c.target, dropout=c.lora_dropout,
+                         use_rslora=c.rslora)
+    model.to(device)
+    params = count_parameters(model)
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    lr = c.lr if c.lr is not None else DEFAULT_LR[c.method]
+    if is_main:
+        print(f"{c.method} on {c.model} ({'random' if smoke else 'pretrained'} weights), {params}, "
+              f"device {device}{f' x {world} processes' if world > 1 else ''}, lr {lr:g}")
+
+    t0 = time.perf_counter()
+    hist = train_classifier(train_model, train_loader, val_loader, epochs=c.epochs, lr=lr,
+                            weight_decay=c.weight_decay, device=device, precision=c.precision)
+    test = evaluate(train_model, test_loader, device)
+    wall = time.perf_counter() - t0
+    cfg = model.config
+    lora = c.method == "lora"
+    metrics = {
+        "smoke_numbers_mean_nothing": smoke,
+        "model": c.model, "weights": c.weights, "method": c.method,
+        # the exact base weights (None for random weights): source, hub commit, sha256 of the file
+        "base_source": cfg.source, "base_revision": cfg.revision, "base_weights_sha256": cfg.weights_sha256,
+        "rank": c.rank if lora else None, "alpha": c.alpha if lora else None,
+        "lr": lr, "epochs": c.epochs, "batch_size_per_process": c.batch_size, "world_size": world,
+        "max_length": max_length, "subset_per_class": c.subset, "seed": c.seed,
+        "precision": hist.attrs["precision"],
+        "precision_requested": c.precision, "bucket": c.bucket,
+        "device": str(device), "device_name": device_name(device),
+        "torch": torch.__version__, "params_total": params.total, "params_trainable": params.trainable,
+        "train_acc": hist["train_acc"].iloc[-1], "val_acc": hist["val_acc"].iloc[-1], "test_acc": test["accuracy"],
+        "test_loss": test["loss"], "wall_s_with_eval": wall, "peak_mem_mb": float(hist["peak_mem_mb"].max()),
+        "tokens_per_s": float(hist["tokens_per_s"].mean()),
+    }
+    if is_main:
+        _write_results(c, metrics, hist, model, wall, test["accuracy"])
+    return {"metrics": metrics, "history": hist, "model": model}
+
+
+def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, test_acc: float) -> None:
+    """metrics.json, history.csv, the adapter (LoRA) and curves.png into ``out``, each written atomically."""
+    smoke = metrics["smoke_numbers_mean_nothing"]
+    out = Path(c.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
+    write_json(out / "metrics.json", metrics)
+    if c.method == "lora":
+        save_adapter(model, out / "adapter", base_model=c.model, task="sms-spam")
+    if "peft" in c.export:
+        save_adapter(model, out / "adapter_peft", format="peft", base_model=c.model)
+    if "merged" in c.export:
+
+        export_merged(model, out / "merged")
+    if c.plot:
+
+        fig = plot_history(hist, title=f"{c.method} on {c.model}" + (" (SMOKE: meaningless)" if smoke else ""))
+        atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    print(f"test accuracy {test_acc:.1%}, wall time {wall:.1f}s (with evaluation); wrote {out}/")
+    if smoke:
+        print("(smoke run with random weights: these numbers mean nothing)")
+
+
+def main(argv=None):
+    """``python -m lora_lab.finetune``: parse the flags into a :class:`FinetuneConfig` and :func:`run` it. A
+    usage problem is argparse's usage message (exit status 2); missing or corrupt weights a one-line error."""
+    parser = build_parser()
+    config = FinetuneConfig.from_args(parser.parse_args(argv))
+    try:
+        validate(config)  # before torch.distributed starts: a wrong argument is a usage message, at once
+        run(config)
+    except UsageError as e:
+        parser.error(str(e))
+    except (WeightsUnavailableError, WeightsIntegrityError) as e:
+        raise SystemExit(f"error: {e}") from None
+    finally:
+        distributed.teardown()
+
+
+if __name__ == "__main__":
+    main()
