@@ -133,6 +133,7 @@ def test_finetune_config_is_what_the_cli_builds_and_runs_from_python(tmp_path, c
     config = FinetuneConfig(model="tiny", weights="random", epochs=1, subset=10, max_length=32, device="cpu",
                             plot=False, out=str(tmp_path / "run"))
     assert FinetuneConfig.from_args(build_parser().parse_args(argv)) == config
+    assert FinetuneConfig.from_args(build_parser().parse_args([])) == FinetuneConfig()  # one set of defaults
     result = run(config)
     assert result["metrics"]["max_length"] == 32 and result["metrics"]["world_size"] == 1
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_acc"] == result["metrics"]["test_acc"]
@@ -140,6 +141,7 @@ def test_finetune_config_is_what_the_cli_builds_and_runs_from_python(tmp_path, c
     for bad, message in ((dict(epochs=0), "--epochs: must be at least 1, got 0"),
                          (dict(lr=float("nan")), "--lr: must be a finite number > 0, got nan"),
                          (dict(method="lora-16"), "--method must be one of ('lora', 'full', 'last-block')"),
-                         (dict(rank=0), "--rank: rank must be a positive int")):
+                         (dict(rank=0), "--rank: must be at least 1, got 0"),
+                         (dict(alpha=float("inf")), "--alpha: must be a finite number > 0, got inf")):
         with pytest.raises(UsageError, match=re.escape(message)):
             run(dataclasses.replace(config, **bad))

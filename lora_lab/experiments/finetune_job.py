@@ -20,7 +20,7 @@ import math
 import numbers
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,44 +54,66 @@ class UsageError(ValueError):
     """A command-line argument (or config field) cannot work; the message names the argument and what would."""
 
 
+def _number(lo: float, *, strict: bool = False, whole: bool = True, optional: bool = False) -> dict:
+    """The rule for a numeric flag: ``>= lo`` (``> lo`` if ``strict``), a whole number if ``whole``; with
+    ``optional``, ``None`` means "the default"."""
+    return {"lo": lo, "strict": strict, "whole": whole, "optional": optional}
+
+
+def _flag(default, help: str | None = None, *, choices=None, number: dict | None = None, repeat: bool = False):
+    """A field of :class:`FinetuneConfig` that is also a command-line flag: the parser, :func:`validate` and the
+    help text are all made from these, so a default, a choice or a bound is written once."""
+    meta = {"help": help, "choices": choices, "number": number, "repeat": repeat}
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class FinetuneConfig:
-    """Everything one fine-tuning run needs. The command line builds one from its flags (each field is the
-    flag of the same name, ``--batch-size`` -> ``batch_size``); Python code (the benchmark, a notebook)
-    builds one directly: ``run(FinetuneConfig(model="tiny", weights="random", epochs=1))``."""
+    """Everything one fine-tuning run needs. The command line is made from these fields (each is the flag of
+    the same name, ``--batch-size`` -> ``batch_size``, with its default, choices and bounds); Python code (the
+    benchmark, a notebook) builds one directly: ``run(FinetuneConfig(model="tiny", weights="random", epochs=1))``."""
 
-    model: str = "gpt2"  # gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a local folder
-    weights: str = "pretrained"  # or "random" (presets only; its numbers mean nothing)
-    method: str = "lora"  # lora, full or last-block
-    rank: int = 16  # LoRA's rank r (not the DDP rank of a process)
-    alpha: float = 16
-    rslora: bool = False  # scale by alpha/sqrt(rank) instead of alpha/rank
-    lora_dropout: float = 0.0
-    target: str = "all"
-    epochs: int = 5
-    batch_size: int = 8  # per process
-    lr: float | None = None  # None: DEFAULT_LR[method]
-    weight_decay: float = 0.1
-    max_length: int | None = None  # None: the model's context
-    subset: int | None = None  # messages per class (quick runs)
-    precision: str = "auto"
-    bucket: bool = True  # batch messages of similar length together: less padding (lora_lab.data.bucketing)
-    device: str | None = None
-    seed: int = 123
-    data_dir: str | None = None
-    out: str = "runs/finetune"
-    plot: bool = True
-    export: tuple = ()  # also write "peft" (a PEFT LoRA folder) and/or "merged" (a transformers model folder)
+    model: str = _flag("gpt2", "gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a local folder")
+    weights: str = _flag("pretrained", "random: presets only, a quick offline run whose numbers mean nothing",
+                         choices=WEIGHTS)
+    method: str = _flag("lora", choices=METHODS)
+    rank: int = _flag(16, "LoRA's rank r (not the DDP rank of a process)", number=_number(1))
+    alpha: float = _flag(16.0, "LoRA's alpha: the update is scaled by alpha/rank", number=_number(0, strict=True,
+                                                                                                  whole=False))
+    rslora: bool = _flag(False, "scale by alpha/sqrt(rank) instead of alpha/rank")
+    lora_dropout: float = _flag(0.0, "dropout on LoRA's input, in [0, 1)", number=_number(0, whole=False))
+    target: str = _flag("all", "which Linear layers get LoRA", choices=TARGET_PRESETS)
+    epochs: int = _flag(5, number=_number(1))
+    batch_size: int = _flag(8, "per process", number=_number(1))
+    lr: float | None = _flag(None, "default: " + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items()),
+                             number=_number(0, strict=True, whole=False, optional=True))
+    weight_decay: float = _flag(0.1, number=_number(0, whole=False))
+    max_length: int | None = _flag(None, "truncate messages to this many tokens (default: the model's context, "
+                                   "e.g. 1024 for gpt2)", number=_number(1, optional=True))
+    subset: int | None = _flag(None, "keep this many messages per class (quick runs)",
+                               number=_number(1, optional=True))
+    precision: str = _flag("auto", "auto: bf16 autocast on GPUs, and on CPUs with native bf16 where a probe shows "
+                           "it is faster", choices=PRECISIONS)
+    bucket: bool = _flag(True, "batch messages of similar length together (less padding; still a new order each "
+                         "epoch; lora_lab.data.bucketing)")
+    device: str | None = _flag(None, "cpu, cuda, mps (default: the best available)")
+    seed: int = _flag(123, number=_number(0))
+    data_dir: str | None = _flag(None, "where the SMS Spam Collection is cached (default: data/)")
+    out: str = _flag("runs/finetune", "the folder for metrics.json, history.csv, curves.png and the adapter")
+    plot: bool = _flag(True, "write curves.png")
+    export: tuple = _flag((), "also write out/adapter_peft (peft: loads with peft.PeftModel.from_pretrained) "
+                          "and/or out/merged (merged: LoRA merged, loads with transformers' from_pretrained); "
+                          "repeatable", choices=EXPORTS, repeat=True)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FinetuneConfig":
-        """The config the parsed command line describes (``--no-plot`` becomes ``plot=False``)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in fields and k != "export"}
-        return cls(**values, plot=not args.no_plot, export=tuple(dict.fromkeys(getattr(args, "export", None) or ())))
+        """The config the parsed command line describes."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+        values["export"] = tuple(dict.fromkeys(values["export"] or ()))
+        return cls(**values)
 
 
-def _check_number(value, lo: float, *, strict: bool = False, whole: bool = True, shown=None) -> str | None:
+def _check_number(value, lo: float, *, strict: bool = False, whole: bool = True, shown=None, **_) -> str | None:
     """Why ``value`` is not a usable number (a whole one if ``whole``) ``>`` (``strict``) or ``>=`` ``lo``;
     None if it is. One rule for the command line's flags and for configs built in Python; ``shown`` is how
     the value was written (the flag's text)."""
@@ -106,53 +128,38 @@ def _check_number(value, lo: float, *, strict: bool = False, whole: bool = True,
     return None
 
 
-def _flag_type(lo: float, *, strict: bool = False, whole: bool = True):
+def _flag_type(rule: dict):
     """An argparse ``type`` that reads a number and applies :func:`_check_number`."""
     def parse(text: str):
         try:
-            value = int(text) if whole else float(text)
+            value = int(text) if rule["whole"] else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole number' if whole else 'number'}, "
+            raise argparse.ArgumentTypeError(f"expected a {'whole number' if rule['whole'] else 'number'}, "
                                              f"got {text!r}") from None
-        problem = _check_number(value, lo, strict=strict, whole=whole, shown=text)
+        problem = _check_number(value, shown=text, **rule)
         if problem:
             raise argparse.ArgumentTypeError(problem)
         return value
-    parse.__name__ = "whole number" if whole else "number"
+    parse.__name__ = "whole number" if rule["whole"] else "number"
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per :class:`FinetuneConfig` field (booleans get ``--x``/``--no-x``)."""
     ap = argparse.ArgumentParser(prog="python -m lora_lab.finetune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="gpt2", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, or a local folder")
-    ap.add_argument("--weights", choices=WEIGHTS, default="pretrained")
-    ap.add_argument("--method", choices=METHODS, default="lora")
-    ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--alpha", type=float, default=16)
-    ap.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(rank) instead of alpha/rank")
-    ap.add_argument("--lora-dropout", type=float, default=0.0)
-    ap.add_argument("--target", default="all", choices=TARGET_PRESETS)
-    ap.add_argument("--epochs", type=_flag_type(1), default=5)
-    ap.add_argument("--batch-size", type=_flag_type(1), default=8, help="per process")
-    ap.add_argument("--lr", type=_flag_type(0, strict=True, whole=False), default=None,
-                    help="default: 5e-4 for lora, 5e-5 otherwise")
-    ap.add_argument("--weight-decay", type=_flag_type(0, whole=False), default=0.1)
-    ap.add_argument("--max-length", type=_flag_type(1), default=None,
-                    help="truncate messages to this many tokens (default: the model's context, e.g. 1024 for gpt2)")
-    ap.add_argument("--subset", type=_flag_type(1), default=None, help="keep this many messages per class (quick runs)")
-    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
-                    help="auto: bf16 autocast on GPUs, and on CPUs with native bf16 where a probe shows it is faster")
-    ap.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=FinetuneConfig.bucket,
-                    help="batch messages of similar length together (less padding; still a new order each epoch)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--seed", type=int, default=123)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out", default="runs/finetune")
-    ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--export", action="append", choices=EXPORTS, default=None,
-                    help="also write out/adapter_peft (peft: loads with peft.PeftModel.from_pretrained) and/or "
-                         "out/merged (merged: LoRA merged, loads with transformers' from_pretrained); repeatable")
+    for f in dataclasses.fields(FinetuneConfig):
+        m, flag = f.metadata, "--" + f.name.replace("_", "-")
+        kw = {"default": f.default, "help": m["help"], "dest": f.name}
+        if m["repeat"]:
+            kw.update(action="append", choices=m["choices"], default=None)
+        elif isinstance(f.default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif m["number"]:
+            kw["type"] = _flag_type(m["number"])
+        elif m["choices"]:
+            kw["choices"] = m["choices"]
+        ap.add_argument(flag, **kw)
     return ap
 
 
@@ -164,18 +171,12 @@ def validate(config: FinetuneConfig) -> int:
     Returns the model's context length (its ``block_size``).
     """
     c = config
-    for flag, value, allowed in (("--weights", c.weights, WEIGHTS), ("--method", c.method, METHODS),
-                                 ("--target", c.target, TARGET_PRESETS), ("--precision", c.precision, PRECISIONS)):
-        if value not in allowed:
-            raise UsageError(f"{flag} must be one of {allowed}, got {value!r}")
-    optional = ("--lr", "--max-length", "--subset")  # None means "the default"
-    for flag, value, lo, strict, whole in (("--epochs", c.epochs, 1, False, True),
-                                           ("--batch-size", c.batch_size, 1, False, True),
-                                           ("--lr", c.lr, 0, True, False),
-                                           ("--weight-decay", c.weight_decay, 0, False, False),
-                                           ("--max-length", c.max_length, 1, False, True),
-                                           ("--subset", c.subset, 1, False, True)):
-        problem = None if value is None and flag in optional else _check_number(value, lo, strict=strict, whole=whole)
+    for f in dataclasses.fields(FinetuneConfig):  # the flags' own rules, for configs built in Python
+        flag, value, m = "--" + f.name.replace("_", "-"), getattr(c, f.name), f.metadata
+        if m["choices"] and not m["repeat"] and value not in m["choices"]:
+            raise UsageError(f"{flag} must be one of {m['choices']}, got {value!r}")
+        rule = m["number"]
+        problem = rule and not (value is None and rule["optional"]) and _check_number(value, **rule)
         if problem:
             raise UsageError(f"{flag}: {problem}")
     bad = [e for e in c.export if e not in EXPORTS]
