@@ -250,7 +250,6 @@ def make_loader(dataset: Dataset, batch_size: int = 8, shuffle: bool = False, dr
     see :mod:`lora_lab.data.bucketing` (still seeded, still a new order each epoch, same DDP rule).
     """
     if bucket and shuffle:
-
         sampler = LengthBucketSampler([len(dataset[i][0]) for i in range(len(dataset))], batch_size,
                                       num_replicas=num_replicas, rank=rank, seed=seed, drop_last=drop_last)
     else:

@@ -108,7 +108,6 @@ def quality_figure(result: dict):
 
 
 def main(argv=None):
-
     ap = argparse.ArgumentParser(prog="python -m lora_lab.precision", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -251,7 +251,6 @@ def _linear_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _lora_deltas(model: nn.Module) -> dict[str, dict]:
-
     return {n: {"A": m.lora.A.detach().float().cpu().clone(), "B": m.lora.B.detach().float().cpu().clone(),
                 "scaling": float(m.lora.scaling)} for n, m in lora_layers(model).items()}
 
@@ -270,7 +269,6 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
     cfg = cfg or config_for(settings)
     device = torch.device(device)
     if cfg.precision == "auto":
-
         cfg = ClaimsConfig(**{**asdict(cfg), "precision": precision_name(precision_for(device, "auto"))})
     log = log or (lambda message: None)
     results_path = Path(results_path or DEFAULT_RESULTS[settings.profile])
@@ -509,7 +507,6 @@ def main(argv=None) -> int:
 
     settings = get_settings(a.profile, quiet=True)
     if settings.is_smoke:
-
         print(SMOKE_BANNER)
     cfg = config_for(settings)
     if a.seeds:

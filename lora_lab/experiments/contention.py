@@ -26,11 +26,9 @@ def _workload(steps: int) -> dict:
 
 
     try:
-
         bb = load_backbone(get_settings("offline", quiet=True), verbose=False)
         name = "all-MiniLM-L6-v2"
     except ImportError:
-
         bb = load_backbone(get_settings("smoke", quiet=True), verbose=False)
         name = "tiny GPT-2"
     train_df, _, _ = spam_splits(seed=123)

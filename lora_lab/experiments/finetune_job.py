@@ -327,10 +327,8 @@ def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, t
     if "peft" in c.export:
         save_adapter(model, out / "adapter_peft", format="peft", base_model=c.model)
     if "merged" in c.export:
-
         export_merged(model, out / "merged")
     if c.plot:
-
         fig = plot_history(hist, title=f"{c.method} on {c.model}" + (" (SMOKE: meaningless)" if smoke else ""))
         atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     print(f"test accuracy {test_acc:.1%}, wall time {wall:.1f}s (with evaluation); wrote {out}/")

@@ -191,7 +191,6 @@ def load_backbone(settings: Settings, device="cpu", *, verbose: bool = True) -> 
     """Turn the profile into a :class:`Backbone`: GPT-2 (real: pretrained; smoke: tiny random) or
     all-MiniLM-L6-v2 (offline: loaded from the installed package, its sha256 verified)."""
     if settings.is_offline:
-
         encoder, hf_tok = load_minilm()  # verifies the weights' sha256 first
         encoder.eval()
 

@@ -98,7 +98,6 @@ def save_adapter(model: nn.Module, path, *, format: str = "lora_lab", extra: Ite
         raise ValueError(f"format must be one of {ADAPTER_FORMATS}, got {format!r}: 'lora_lab' is read by "
                          "load_adapter, 'peft' by Hugging Face PEFT (and by load_adapter)")
     if format == "peft":
-
         return save_peft_adapter(model, path, extra=extra, base_model=base_model)
     hp = shared_hparams(model)
     layers = lora_layers(model)
@@ -345,7 +344,6 @@ def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> di
     """
     path = Path(path)
     if _adapter_format(path) == "peft":
-
         adapter = read_peft_adapter(path, model)
     else:
         adapter = read_adapter(path)

@@ -118,7 +118,6 @@ def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype 
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":
-
         return cpu_autocast_dtype()
     return None
 
