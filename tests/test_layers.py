@@ -143,3 +143,19 @@ def test_both_backbones_implement_the_classifier_protocol():
         assert model.token_states(ids, lengths).shape[:2] == (2, 5)
     assert not isinstance(torch.nn.Linear(2, 2), Classifier)
     assert length_mask(ids, lengths).tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+
+
+def test_environment_variables_are_read_in_one_place():
+    """lora_lab.utils.env reads every LORA_LAB_* variable (utils.threads reads LORA_LAB_THREADS from the
+    environment it is given, before torch loads); every variable named anywhere in the package is listed there."""
+    import re
+
+    from lora_lab.utils import env
+
+    readers = [m for m, p in modules().items() if m not in ("lora_lab.utils.env", "lora_lab.utils.threads")
+               and re.search(r"environ(\.get\(|\[)\s*[\"']LORA_LAB_", p.read_text())]
+    assert readers == [], "read LORA_LAB_* variables through lora_lab.utils.env"
+    named = {v for p in modules().values() for v in re.findall(r"\bLORA_LAB_[A-Z_]+[A-Z]\b", p.read_text())}
+    assert named - set(env.VARIABLES) == set(), "document each variable in lora_lab.utils.env.VARIABLES"
+    with pytest.raises(KeyError, match="add it to VARIABLES"):
+        env.get("LORA_LAB_TYPO")

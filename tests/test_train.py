@@ -107,7 +107,7 @@ def test_finetune_cli_bad_rank_is_rejected(tmp_path, capsys):
     from lora_lab.experiments.finetune_job import main
     with pytest.raises(SystemExit) as e:
         main(["--model", "tiny", "--weights", "random", "--rank", "0", "--subset", "20", "--out", str(tmp_path)])
-    assert e.value.code == 2 and "rank must be a positive int" in capsys.readouterr().err
+    assert e.value.code == 2 and "argument --rank: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
 
 

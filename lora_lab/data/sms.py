@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import numbers
-import os
 import urllib.request
 import warnings
 import zipfile
@@ -28,6 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..utils import env
 from ..utils.files import DataIntegrityError, atomic_write, verify_sha256
 from ..utils.machine import checkout_root
 from .bucketing import LengthBucketSampler
@@ -46,8 +46,8 @@ PAD_TOKEN_ID = 50256  # GPT-2's <|endoftext|>
 def default_data_dir() -> Path:
     """``$LORA_LAB_DATA_DIR``, else the repository's ``data/`` folder (when the package is used from a
     checkout), else ``~/.cache/lora_lab/data``."""
-    if os.environ.get("LORA_LAB_DATA_DIR"):
-        return Path(os.environ["LORA_LAB_DATA_DIR"])
+    if env.data_dir():
+        return Path(env.data_dir())
     root = checkout_root()
     if root is not None and (root / "data" / "README.md").is_file():
         return root / "data"

@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 from ..lora.model import lora_layers, merge_lora
 from ..train.loop import evaluate
 from ..train.methods import apply_method
+from ..utils import env
 from ..utils.files import atomic_write, write_json
 from ..utils.machine import checkout_root, committed_file, git_commit, machine, pick_device, set_seed
 from ..utils.precision import precision_for, precision_name
@@ -493,7 +494,7 @@ def main(argv=None) -> int:
                                        "committed file on a 2-core Intel Xeon with native bf16, evaluation "
                                        "included):\n"
                                        "  python -m lora_lab.claims --profile offline")
-    p.add_argument("--profile", choices=("real", "offline", "smoke"), default=os.environ.get("LORA_LAB_PROFILE"),
+    p.add_argument("--profile", choices=("real", "offline", "smoke"), default=env.get("LORA_LAB_PROFILE"),
                    help="which model (default: LORA_LAB_PROFILE, else real)")
     p.add_argument("--out", help="results JSON (default benchmarks/claims/claims-<profile>.json)")
     p.add_argument("--work-dir", help="where the full-split weight changes go (default runs/claims-<profile>)")

@@ -19,14 +19,14 @@ names the ``offline`` and ``smoke`` profiles.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 from ..data.sms import PAD_TOKEN_ID, SpamDataset, get_tokenizer, make_loader, spam_splits
 from ..models.gpt2 import GPT, PRESETS, WeightsUnavailableError, load_pretrained
 from ..models.minilm import MINILM_SHA256, BertTokenizerAdapter, MiniLMClassifier, load_minilm
-from ..train.methods import DEFAULT_LR
+from ..train.methods import DEFAULT_LR, MINILM_LR
+from ..utils import env
 from ..utils.machine import machine
 
 __all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "Backbone", "load_backbone", "gpt2_backbone",
@@ -79,7 +79,7 @@ class Settings:
 def get_settings(profile: str | None = None, *, quiet: bool = False) -> Settings:
     """Read ``LORA_LAB_PROFILE`` (``real`` by default) and return the settings, printing what they are
     (and a loud banner in the smoke profile). To change one field: ``dataclasses.replace(s, epochs=3)``."""
-    profile = (profile or os.environ.get("LORA_LAB_PROFILE") or "real").strip().lower()
+    profile = (profile or env.profile()).strip().lower()
     if profile == "real":
         s = Settings()
     elif profile == "offline":
@@ -200,7 +200,7 @@ def load_backbone(settings: Settings, device="cpu", *, verbose: bool = True) -> 
         bb = Backbone(name="all-MiniLM-L6-v2", kind="encoder",
                       pooling="mean of the real tokens' outputs (how the model was trained)",
                       tokenizer=BertTokenizerAdapter(hf_tok, max_length=settings.max_length or 512),
-                      pad_token_id=hf_tok.pad_token_id, lr={"lora": 1e-3, "full": 5e-5, "last-block": 1e-4},
+                      pad_token_id=hf_tok.pad_token_id, lr=dict(MINILM_LR),
                       max_length=None, _make=make)
         if verbose:
             n = sum(p.numel() for p in encoder.parameters())

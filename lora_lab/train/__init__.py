@@ -8,8 +8,8 @@
 from .distributed import ddp_comm, setup, teardown
 from .loop import NonFiniteLossError, evaluate, make_optimizer, predict, train_classifier, train_step
 from .measure import checkpoint_bytes, latency_ms, memory_breakdown
-from .methods import DEFAULT_LR, METHODS, apply_method, method_name, parse_method
+from .methods import DEFAULT_LR, METHODS, MINILM_LR, apply_method, method_name, parse_method
 
 __all__ = ["train_classifier", "evaluate", "predict", "train_step", "make_optimizer", "NonFiniteLossError",
-           "METHODS", "DEFAULT_LR", "apply_method", "parse_method", "method_name", "setup", "teardown",
-           "ddp_comm", "checkpoint_bytes", "memory_breakdown", "latency_ms"]
+           "METHODS", "DEFAULT_LR", "MINILM_LR", "apply_method", "parse_method", "method_name", "setup",
+           "teardown", "ddp_comm", "checkpoint_bytes", "memory_breakdown", "latency_ms"]

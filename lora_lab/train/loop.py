@@ -6,7 +6,6 @@ that is where LoRA's memory saving in optimizer state comes from.
 """
 from __future__ import annotations
 
-import os
 import time
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..utils import env
 from ..utils.machine import peak_memory_bytes, reset_peak_memory
 from ..utils.precision import autocast, make_grad_scaler, precision_for, precision_name
 
@@ -164,7 +164,7 @@ def _is_main_process() -> bool:
 
 def default_progress() -> bool:
     """Progress bars on, except under CI or when LORA_LAB_PROGRESS=0 (they write to stderr)."""
-    return os.environ.get("LORA_LAB_PROGRESS", "1") != "0" and not os.environ.get("CI")
+    return env.progress()
 
 
 def train_classifier(model, train_loader, val_loader=None, *, epochs: int = 5, lr: float = 5e-5,

@@ -1,5 +1,6 @@
 """Utilities every layer may use; nothing here imports the rest of lora_lab, so any module can lean on them.
 
+* :mod:`lora_lab.utils.env` - every ``LORA_LAB_*`` environment variable: what it does, and its one reader
 * :mod:`lora_lab.utils.files` - checksums (one error type), all-or-nothing writes, JSON
 * :mod:`lora_lab.utils.machine` - naming the machine, timing cells, device, seeds, peak memory, the checkout and its
 commit

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import env
+
 __all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit",
            "committed_file", "pick_device", "set_seed", "peak_memory_bytes", "reset_peak_memory"]
 
@@ -110,8 +112,8 @@ def git_commit() -> str | None:
     """The checkout's commit for a results file, ``+uncommitted changes`` appended when tracked files differ
     from it (a result from edited code must say so); ``$LORA_LAB_COMMIT`` where the code runs from a copy
     without ``.git`` (the GPU machine); None outside a git checkout."""
-    if os.environ.get("LORA_LAB_COMMIT"):
-        return os.environ["LORA_LAB_COMMIT"]
+    if env.commit():
+        return env.commit()
     root = checkout_root()
     if root is None:
         return None
@@ -145,7 +147,7 @@ def committed_file(*parts: str) -> Path | None:
 
 def pick_device(prefer: str | None = None) -> torch.device:
     """``$LORA_LAB_DEVICE`` or ``prefer`` if given, else cuda > mps > cpu."""
-    prefer = prefer or os.environ.get("LORA_LAB_DEVICE")
+    prefer = prefer or env.device()
     if prefer:
         return torch.device(prefer)
     if torch.cuda.is_available():

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 
 import torch
 
+from . import env
 from .machine import cpu_flags
 
 __all__ = ["NATIVE_BF16_FLAGS", "cpu_has_native_bf16", "probe_cpu_bf16", "cpu_autocast_dtype", "precision_for",
@@ -78,10 +78,10 @@ def probe_cpu_bf16(width: int = 768, tokens: int = 256, reps: int = 5) -> dict:
 def cpu_autocast_dtype() -> torch.dtype | None:
     """The CPU's ``precision="auto"`` choice: ``torch.bfloat16`` or ``None`` (plain fp32); decided once per
     process. ``$LORA_LAB_CPU_BF16=0``/``1`` skips the decision (``1`` still needs native bf16)."""
-    forced = os.environ.get("LORA_LAB_CPU_BF16")
-    if forced == "0" or not cpu_has_native_bf16():
+    forced = env.cpu_bf16()
+    if forced is False or not cpu_has_native_bf16():
         return None
-    if forced == "1":
+    if forced:
         return torch.bfloat16
     return torch.bfloat16 if probe_cpu_bf16()["speedup"] >= PROBE_MIN_SPEEDUP else None
 
@@ -112,7 +112,7 @@ def precision_for(device: torch.device, precision: str = "auto") -> torch.dtype 
         return torch.float16
     if precision != "auto":
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    forced = os.environ.get("LORA_LAB_PRECISION", "auto").strip().lower()
+    forced = env.precision()
     if forced != "auto":
         return precision_for(device, forced)
     if device.type == "cuda":

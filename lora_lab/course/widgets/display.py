@@ -2,13 +2,14 @@
 slider redraws in place, with or without a live front end, ipywidgets 7 or 8, or none at all."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from html import escape
 from typing import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from ...utils import env
 
 __all__ = ["in_kernel", "live_frontend", "Report", "Interactive", "interactive", "CONTROLS_NOTE",
            "NO_WIDGETS_HINT", "NO_STOP_HINT"]
@@ -95,10 +96,10 @@ def live_frontend() -> bool:
     makes sense? Not in a script, not under CI, nbval or ``make execute`` (they set ``CI`` or
     ``LORA_LAB_PROGRESS=0``): there a live view would only save its first frame, so the plain progress output is
     used instead. ``LORA_LAB_WIDGETS=1`` or ``0`` overrides the guess."""
-    forced = os.environ.get("LORA_LAB_WIDGETS")
-    if forced in ("0", "1"):
-        return forced == "1" and in_kernel()
-    return in_kernel() and os.environ.get("LORA_LAB_PROGRESS", "1") != "0" and not os.environ.get("CI")
+    forced = env.widgets()
+    if forced is not None:
+        return forced and in_kernel()
+    return in_kernel() and env.progress()
 
 
 class Report:

@@ -1,0 +1,68 @@
+"""Every ``LORA_LAB_*`` environment variable the package reads, in one place: what each one does, and the one
+function that reads it. Library code asks these functions and never ``os.environ`` (tests/test_layers.py
+checks), so a variable is documented, spelled and parsed once. ``LORA_LAB_THREADS`` is the exception that
+proves the rule: :func:`lora_lab.utils.threads.configure` must read it before anything imports torch, from an
+environment it is given.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["VARIABLES", "get", "profile", "progress", "widgets", "device", "precision", "cpu_bf16", "data_dir",
+           "commit"]
+
+VARIABLES = {
+    "LORA_LAB_PROFILE": "real | offline | smoke: which backbone the notebooks use (default: real)",
+    "LORA_LAB_PROGRESS": "0 turns progress bars and live training views off (they are off under CI too)",
+    "LORA_LAB_WIDGETS": "1 or 0 overrides the guess whether someone watches a live notebook",
+    "LORA_LAB_DEVICE": "cpu, cuda or mps: the device when the code asks for none",
+    "LORA_LAB_PRECISION": "auto | fp32 | bf16 | fp16: replaces auto for every run",
+    "LORA_LAB_CPU_BF16": "0 or 1 skips the CPU's bf16 probe (1 still needs native bf16)",
+    "LORA_LAB_DATA_DIR": "where the SMS Spam Collection is cached (default: the checkout's data/)",
+    "LORA_LAB_COMMIT": "the commit results record when the code runs from a copy without .git",
+    "LORA_LAB_THREADS": "polite or keep: how OpenMP threads wait (read by lora_lab.utils.threads, before torch)",
+}
+
+
+def get(name: str, default: str | None = None) -> str | None:
+    """The variable's value, stripped; ``default`` when it is unset or empty."""
+    if name not in VARIABLES:
+        raise KeyError(f"{name} is not one of lora_lab's variables: add it to VARIABLES with what it does")
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def profile() -> str:
+    return (get("LORA_LAB_PROFILE") or "real").lower()
+
+
+def progress() -> bool:
+    """Progress output wanted: not under CI (``$CI``) and not with ``LORA_LAB_PROGRESS=0`` (bars write to stderr,
+    which a saved notebook or a CI log should not hold)."""
+    return get("LORA_LAB_PROGRESS", "1") != "0" and not os.environ.get("CI")
+
+
+def widgets() -> bool | None:
+    """``LORA_LAB_WIDGETS``: True for 1, False for 0, None (guess) otherwise."""
+    return {"1": True, "0": False}.get(get("LORA_LAB_WIDGETS") or "")
+
+
+def device() -> str | None:
+    return get("LORA_LAB_DEVICE")
+
+
+def precision() -> str:
+    return (get("LORA_LAB_PRECISION") or "auto").lower()
+
+
+def cpu_bf16() -> bool | None:
+    """``LORA_LAB_CPU_BF16``: True for 1, False for 0, None (measure) otherwise."""
+    return {"1": True, "0": False}.get(get("LORA_LAB_CPU_BF16") or "")
+
+
+def data_dir() -> str | None:
+    return get("LORA_LAB_DATA_DIR")
+
+
+def commit() -> str | None:
+    return get("LORA_LAB_COMMIT")
