@@ -2,6 +2,7 @@
 
 * :mod:`lora_lab.experiments.profiles` - the notebooks' real / offline / smoke profiles, and loading their backbones
 and data
+* :mod:`lora_lab.experiments.results` - the results file a sweep grows one run at a time (resumable, atomic)
 * :mod:`lora_lab.experiments.runs` - one fine-tune as the notebooks run it, and a spread over seeds
 * :mod:`lora_lab.experiments.finetune_job` - the fine-tune command: its config, checks, run and command line
 * :mod:`lora_lab.experiments.bench` - speed and memory, full fine-tuning vs LoRA, and the committed results

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from ..utils.files import write_json
 from ..utils.machine import cpu_flags, device_name, slug
 from ..utils.plots import style
 from ..utils.precision import cpu_autocast_dtype, cpu_has_native_bf16, probe_cpu_bf16
 from .profiles import get_settings, load_backbone, load_splits
+from .results import ResultsFile
 from .runs import finetune
 
 __all__ = ["quality_check"]
@@ -32,16 +32,16 @@ def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
     hits both formats alike.
     """
 
-    out = Path(out)
-    result = json.loads(out.read_text()) if out.is_file() else {
+    file = ResultsFile(out, {
         "what": "fp32 vs bf16 autocast on CPU: offline profile (all-MiniLM-L6-v2), full balanced split",
-        "cpu": device_name("cpu"), "flags": cpu_flags(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "runs": []}
+        "cpu": device_name("cpu"), "flags": cpu_flags(), "torch": torch.__version__,
+        "threads": torch.get_num_threads()}, key=lambda r: (r["method"], r["precision_asked"], r["seed"]))
+    file.record_launch("lora_lab.experiments.bf16_quality.quality_check")
     S = get_settings("offline", quiet=True)
     bb = load_backbone(S, verbose=False)
     train_ds, val_ds, test_ds = bb.datasets(*load_splits(S))  # notebook 5's split, loaders and settings
     val_loader, test_loader = bb.loader(val_ds, S.batch_size), bb.loader(test_ds, S.batch_size)
-    done = {(r["method"], r["precision_asked"], r["seed"]) for r in result["runs"]}
+    done = file.done()
     for seed in seeds:
         for method in methods:
             for prec in precisions:
@@ -55,11 +55,10 @@ def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
                        "test_acc": r["test_acc"], "test_loss": r["test_loss"], "val_acc": r["val_acc"],
                        "train_s": r["train_s"], "wall_s": time.perf_counter() - t0, "tokens_per_s": r["tokens_per_s"],
                        "curves": r["hist"][["epoch", "train_loss", "val_loss", "val_acc"]].to_dict("list")}
-                result["runs"].append(row)
-                write_json(out, result)
+                file.add(row)
                 log(f"{method:>4} {prec} seed {seed}: test {row['test_acc']:.2%} loss {row['test_loss']:.3f} "
                     f"train {row['train_s']:.0f}s {row['tokens_per_s']:,.0f} tok/s")
-    return result
+    return file.data
 
 
 def quality_table(result: dict):

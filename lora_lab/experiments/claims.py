@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import datetime as _dt
 import hashlib
 import json
 import math
@@ -50,10 +49,11 @@ from ..train.loop import evaluate
 from ..train.methods import apply_method
 from ..utils import env
 from ..utils.files import atomic_write, write_json
-from ..utils.machine import checkout_root, committed_file, git_commit, machine, pick_device, set_seed
+from ..utils.machine import checkout_root, committed_file, pick_device, set_seed
 from ..utils.precision import precision_for, precision_name
 from .measures import embed, explained_share, forgetting, perplexity, subspace_similarity, top_energy_share
 from .profiles import SMOKE_BANNER, get_settings, load_backbone, load_splits
+from .results import ResultsFile, now
 from .runs import finetune
 
 __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "train_subset", "plan_steps",
@@ -208,10 +208,6 @@ class Repeated(Dataset):
 # the runs
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def committed_results_path(profile: str) -> Path | None:
     """The committed results file of a profile: in the checkout's ``benchmarks/claims/``, else inside the installed
     package (``lora_lab.benchmarks/claims``, e.g. on Colab; it ships there only if the packaging lists
@@ -225,11 +221,6 @@ def load_results(path) -> dict | None:
     """The results file as a dict, or None when there is none yet."""
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _save(path, results) -> None:
-    results["updated"] = _now()
-    write_json(path, results, indent=1)
 
 
 def _key(method: str, rank: int | None, per_class, seed: int) -> str:
@@ -275,13 +266,7 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
     results_path = Path(results_path or DEFAULT_RESULTS[settings.profile])
     work_dir = Path(work_dir or REPO / "runs" / f"claims-{settings.profile}")
     texts, source = unrelated_texts(cfg.n_texts)
-    results = load_results(results_path)
-    if results is None:
-        results = {"schema": SCHEMA, "profile": settings.profile, "model": settings.model,
-                   "config": cfg.comparable(), "sizes": list(cfg.sizes), "seeds": list(cfg.seeds),
-                   "unrelated_texts": {"source": source, "n": len(texts), "sha256": text_sha256(texts)},
-                   "launches": [], "runs": [], "directions": []}
-    else:
+    def comparable(results):
         if results.get("schema") != SCHEMA:
             raise ValueError(f"{results_path} is not a claims results file (schema {results.get('schema')!r}); "
                              "pass another --out")
@@ -294,13 +279,17 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
             raise ValueError(f"the unrelated texts differ from the ones {results_path} was measured on "
                              f"({results['unrelated_texts']['source']}); this Python has other docstrings. "
                              "Resume with that Python, or use another --out")
-        results["sizes"] = list(dict.fromkeys(results["sizes"] + list(cfg.sizes)))
-        results["seeds"] = list(dict.fromkeys(results["seeds"] + list(cfg.seeds)))
-    results["launches"].append({"command": command or "run_claims()", "commit": git_commit() or "unknown",
-                                "machine": machine(device), "torch": torch.__version__,
-                                "python": platform.python_version(), "started": _now()})
-    _save(results_path, results)
-    done = {r["key"] for r in results["runs"]}
+
+    file = ResultsFile(results_path, {
+        "schema": SCHEMA, "profile": settings.profile, "model": settings.model, "config": cfg.comparable(),
+        "sizes": list(cfg.sizes), "seeds": list(cfg.seeds),
+        "unrelated_texts": {"source": source, "n": len(texts), "sha256": text_sha256(texts)},
+        "launches": [], "directions": []}, key=lambda r: r["key"], check=comparable, indent=1)
+    results = file.data
+    results["sizes"] = list(dict.fromkeys(results["sizes"] + list(cfg.sizes)))
+    results["seeds"] = list(dict.fromkeys(results["seeds"] + list(cfg.seeds)))
+    file.record_launch(command or "run_claims()", device)
+    done = file.done()
 
     backbone = load_backbone(settings, verbose=False)
     train, val, test = load_splits(settings)
@@ -319,7 +308,7 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
     del base
     new_runs = 0
     analyse_directions(results, work_dir, cfg, backbone)  # from the models of earlier launches, with this code
-    _save(results_path, results)
+    file.save()
 
     plan = []
     for seed in cfg.seeds:  # the full-split models first: they serve all three parts
@@ -337,7 +326,7 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
         sub = train_subset(train, size, seed)
         (train_ds,) = backbone.datasets(sub)
         epoch_size, steps = plan_steps(len(sub), cfg.batch_size, cfg.epochs, cfg.min_steps)
-        log(f"[{_now()}] {key}: {len(sub)} training messages, {epoch_size} per epoch, {steps} steps ...")
+        log(f"[{now()}] {key}: {len(sub)} training messages, {epoch_size} per epoch, {steps} steps ...")
         r = finetune(backbone, method, Repeated(train_ds, epoch_size), val_loader, test_loader, seed=seed,
                      epochs=cfg.epochs, batch_size=cfg.batch_size, rank=rank or cfg.rank, alpha=cfg.alpha, log=None,
                      device=device, precision=cfg.precision, bucket=cfg.bucket)
@@ -360,19 +349,18 @@ def run_claims(settings, results_path=None, work_dir=None, cfg: ClaimsConfig | N
         if size == FULL:
             work_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(_delta_file(work_dir, key), lambda tmp, d=deltas: torch.save(d, tmp))
-        results["runs"].append(row)
-        _save(results_path, results)
+        file.add(row)
         done.add(key)
         new_runs += 1
-        log(f"[{_now()}] {key}: test {row['test_acc']:.1%}, train {row['train_acc']:.1%}, cos {row['cos_mean']:.4f}, "
+        log(f"[{now()}] {key}: test {row['test_acc']:.1%}, train {row['train_acc']:.1%}, cos {row['cos_mean']:.4f}, "
             f"nn {row['nn_overlap']:.2f}, {row['train_s']:.0f} s")
         if method == "lora" and rank == cfg.big_rank:
             analyse_directions(results, work_dir, cfg, backbone)
-            _save(results_path, results)
+            file.save()
         del model, r
     analyse_directions(results, work_dir, cfg, backbone)
     results["complete"] = all(_key(*p) in done for p in plan)
-    _save(results_path, results)
+    file.save()
     return results
 
 
@@ -518,10 +506,10 @@ def main(argv=None) -> int:
         res = load_results(out)
         if res is None:
             raise SystemExit(f"no results file {out} to analyse; run the sweep first (without --analyse-only)")
-
         analyse_directions(res, a.work_dir or REPO / "runs" / f"claims-{settings.profile}",
                            ClaimsConfig(**{**asdict(cfg), **res["config"]}), load_backbone(settings, verbose=False))
-        _save(out, res)
+        res["updated"] = now()
+        write_json(out, res, indent=1)
         print(f"direction analysis for seeds {sorted({d['seed'] for d in res['directions']})} written to {out}")
         return 0
 
