@@ -37,16 +37,13 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
-from ..data.sms import PAD_TOKEN_ID  # GPT-2's <|endoftext|>, which the course's batches are padded with
-from ..models.gpt2 import CONV1D_WEIGHTS, GPT, HUB_REPOS
-from ..models.minilm import MINILM_NAME, MiniLMClassifier
+from ..models.protocol import HFLayout
 from ..utils.files import atomic_write
 from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
 from .layer import LinearWithLoRA, check_hparams, plain_number
@@ -62,7 +59,6 @@ HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 # GPT-2's projections are Conv1D in transformers: weight (in, out), the transpose of our nn.Linear's
 # (the same list lora_lab.models.gpt2.load_pretrained transposes when it reads a checkpoint)
-MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 # PEFT LoRA options that change what the file means in ways lora_lab cannot represent: any of them set is an error
 _UNSUPPORTED = {
     "use_dora": "DoRA (weight-decomposed LoRA: a magnitude vector per layer)",
@@ -78,55 +74,14 @@ _UNSUPPORTED = {
 }
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """How one of our model classes lines up with a transformers class."""
-
-    hf_class: str  # the transformers class the exported files load into
-    prefix: str  # our name = prefix + the transformers name
-    head: str | None  # our head module
-    hf_head: str | None  # its transformers name (None: the head stays outside the transformers model)
-    conv1d: bool  # GPT-2: projection weights stored (in, out) in transformers
-    task_type: str | None  # PEFT's task type for the adapter config
-
-    def to_hf(self, name: str) -> str | None:
-        """A module or tensor name of ours in the transformers model, or None when it has none there."""
-        if self.head and (name == self.head or name.startswith(self.head + ".")):
-            return None if self.hf_head is None else self.hf_head + name[len(self.head):]
-        return name[len(self.prefix):] if name.startswith(self.prefix) else None
-
-    def from_hf(self, name: str) -> str:
-        if self.hf_head and (name == self.hf_head or name.startswith(self.hf_head + ".")):
-            return self.head + name[len(self.hf_head):]
-        return self.prefix + name
-
-    def transposed(self, hf_key: str) -> bool:
-        return self.conv1d and hf_key.endswith(CONV1D_WEIGHTS)
-
-
-def _layout(model: nn.Module) -> _Layout:
-    if isinstance(model, GPT):
-        if model.classifier is not None:
-            return _Layout("GPT2ForSequenceClassification", "", "classifier", "score", True, "SEQ_CLS")
-        return _Layout("GPT2LMHeadModel", "", None, None, True, "CAUSAL_LM")
-    if isinstance(model, MiniLMClassifier):
-        return _Layout("BertModel", "encoder.", "classifier", None, False, None)
-    if type(model).__name__ == "BertModel":
-        return _Layout("BertModel", "", None, None, False, None)
+def _layout(model: nn.Module) -> HFLayout:
+    if hasattr(model, "hf_layout"):  # lora_lab's models declare it (lora_lab.models.protocol.Classifier)
+        return model.hf_layout()
+    if type(model).__name__ == "BertModel":  # transformers' own encoder, as MiniLM's PEFT base
+        return HFLayout("BertModel", "", None, None, None)
     raise TypeError(f"cannot map a {type(model).__name__} onto a transformers class: the PEFT and transformers "
-                    "exports know lora_lab's GPT (GPT2ForSequenceClassification / GPT2LMHeadModel), "
-                    "MiniLMClassifier and transformers' BertModel (BertModel)")
-
-
-def _hub_name(model: nn.Module) -> str | None:
-    """The hub id of the model's pretrained base, when it has one (a random or local base has none)."""
-    cfg = getattr(model, "config", None)
-    name, source = getattr(cfg, "name", None), getattr(cfg, "source", None)
-    if name in HUB_REPOS and isinstance(source, str) and source.startswith("hub "):
-        return HUB_REPOS[name]
-    if isinstance(source, str) and source.startswith("local "):  # the folder load_pretrained read it from
-        return str(Path(source.removeprefix("local ")).parent)
-    return MINILM_HUB if name == MINILM_NAME else None
+                    "exports know models with an hf_layout() (lora_lab's GPT and MiniLMClassifier) and "
+                    "transformers' BertModel")
 
 
 def fold_head_bias(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -160,7 +115,7 @@ def _merged_weight(m: LinearWithLoRA) -> torch.Tensor:
     return (wide(w) + m._delta(wide(m.lora.A.detach()), wide(m.lora.B.detach()), m.lora.scaling)).to(w.dtype)
 
 
-def _hf_state(model: nn.Module, lay: _Layout, *, merge: bool) -> tuple[dict, dict, bool]:
+def _hf_state(model: nn.Module, lay: HFLayout, *, merge: bool) -> tuple[dict, dict, bool]:
     """The model's weights named and shaped as the transformers class has them (LoRA merged in, or left
     out with ``merge=False``), the head when it stays outside (MiniLM), and whether the head's bias was
     folded into ``ln_f``. Nothing of the model changes."""
@@ -244,7 +199,7 @@ def _json(obj) -> Callable:
     return lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
-def _target_modules(model: nn.Module, lay: _Layout, hf_layers: list[str]) -> list[str]:
+def _target_modules(model: nn.Module, lay: HFLayout, hf_layers: list[str]) -> list[str]:
     """The shortest ``target_modules`` that picks exactly our wrapped layers in the transformers model: the
     layers' last names (``["c_attn", "c_fc", "c_proj"]``, as PEFT users write them) when those pick no other
     layer, else the full names."""
@@ -319,7 +274,7 @@ def save_peft_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classi
     config = {
         "peft_type": "LORA",
         "task_type": lay.task_type,
-        "base_model_name_or_path": base_model or _hub_name(model),
+        "base_model_name_or_path": base_model or (model.hub_id() if hasattr(model, "hub_id") else None),
         "revision": getattr(getattr(model, "config", None), "revision", None),
         "r": hp["rank"],
         "lora_alpha": hp["alpha"],
@@ -341,29 +296,15 @@ def save_peft_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classi
     return _write_folder(path, files, marker=ADAPTER_CONFIG)
 
 
-def _hf_config(model: nn.Module, lay: _Layout) -> dict:
-    """``config.json`` for the transformers class, from our config (GPT-2) or the encoder's own (BERT)."""
-    try:
-        import transformers
-    except ImportError as e:
-        raise ImportError("exporting to the transformers layout needs transformers: pip install transformers") from e
-    if lay.hf_class.startswith("GPT2"):
-        c = model.config
-        kw = {"num_labels": model.classifier.out_features} if model.classifier is not None else {}
-        hf = transformers.GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
-                                     n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_eps,
-                                     resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
-                                     activation_function="gelu_new", pad_token_id=PAD_TOKEN_ID,
-                                     architectures=[lay.hf_class], **kw)
-    else:
-        hf = (model.encoder if lay.prefix == "encoder." else model).config
-    return json.loads(hf.to_json_string())
+def _hf_config(model: nn.Module) -> dict:
+    """``config.json`` for the transformers class: the model writes it (transformers' own models have one)."""
+    return model.hf_config() if hasattr(model, "hf_config") else json.loads(model.config.to_json_string())
 
 
 def _export(model: nn.Module, path, *, merge: bool) -> Path:
     lay = _layout(model)
     state, head, _ = _hf_state(model, lay, merge=merge)
-    config = _hf_config(model, lay)
+    config = _hf_config(model)
     config["architectures"] = [lay.hf_class]
     files = {HF_WEIGHTS: _safetensors(state)}
     if head:

@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.sms import PAD_TOKEN_ID
 from ..utils.files import DataIntegrityError, sha256_of
+from .protocol import HFLayout
 
 __all__ = ["GPTConfig", "GPT", "PRESETS", "load_pretrained", "linear_shapes", "config_of",
            "WeightsUnavailableError", "WeightsIntegrityError", "CheckpointMismatchError", "HUB_REPOS"]
@@ -216,6 +218,38 @@ class GPT(nn.Module):
     def last_block_prefixes(self) -> list[str]:
         """What ``method="last-block"`` trains: the last block, the final LayerNorm and the head."""
         return [f"transformer.h.{self.config.n_layer - 1}", "transformer.ln_f", "classifier"]
+
+    # --- how it maps onto Hugging Face transformers (lora_lab.lora.interop) -----------------
+    def hf_layout(self) -> HFLayout:
+        """GPT2ForSequenceClassification (our head is its ``score``) or, without a head, GPT2LMHeadModel; the
+        names are the same, and the projection weights are stored transposed there (Conv1D)."""
+        if self.classifier is not None:
+            return HFLayout("GPT2ForSequenceClassification", "", "classifier", "score", "SEQ_CLS", CONV1D_WEIGHTS)
+        return HFLayout("GPT2LMHeadModel", "", None, None, "CAUSAL_LM", CONV1D_WEIGHTS)
+
+    def hf_config(self) -> dict:
+        try:
+            import transformers  # optional: only the exports need it
+        except ImportError as e:
+            raise ImportError("exporting to the transformers layout needs transformers: pip install transformers") \
+                from e
+        c = self.config
+        kw = {"num_labels": self.classifier.out_features} if self.classifier is not None else {}
+        hf = transformers.GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
+                                     n_layer=c.n_layer, n_head=c.n_head, layer_norm_epsilon=c.layer_norm_eps,
+                                     resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+                                     activation_function="gelu_new", pad_token_id=PAD_TOKEN_ID,
+                                     architectures=[self.hf_layout().hf_class], **kw)
+        return json.loads(hf.to_json_string())
+
+    def hub_id(self) -> str | None:
+        """The hub repository the weights came from, or the local folder; None for random weights."""
+        name, source = self.config.name, self.config.source
+        if name in HUB_REPOS and isinstance(source, str) and source.startswith("hub "):
+            return HUB_REPOS[name]
+        if isinstance(source, str) and source.startswith("local "):  # the folder load_pretrained read it from
+            return str(Path(source.removeprefix("local ")).parent)
+        return None
 
     def classify(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits ``(batch, num_classes)`` from the output at each sequence's last real token.

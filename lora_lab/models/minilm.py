@@ -12,17 +12,19 @@ bidirectional, so every position has, and an attention mask keeps padding out in
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..utils.files import verify_sha256
-from .protocol import length_mask
+from .protocol import HFLayout, length_mask
 
 __all__ = ["MINILM_NAME", "MINILM_SHA256", "minilm_dir", "load_minilm", "MiniLMClassifier", "BertTokenizerAdapter"]
 
 MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"  # where the same weights live on the hub
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
@@ -92,6 +94,17 @@ class MiniLMClassifier(nn.Module):
         """What ``method="last-block"`` trains: the last encoder layer and the head (BERT has no final norm
         outside its layers)."""
         return [f"encoder.encoder.layer.{self.config.num_hidden_layers - 1}", "classifier"]
+
+    def hf_layout(self) -> HFLayout:
+        """The encoder is transformers' BertModel (our names carry ``encoder.``); the mean-pooling head has no
+        transformers class, so it stays outside (PEFT folders keep it in a file of its own)."""
+        return HFLayout("BertModel", "encoder.", "classifier", None, None)
+
+    def hf_config(self) -> dict:
+        return json.loads(self.encoder.config.to_json_string())
+
+    def hub_id(self) -> str | None:
+        return MINILM_HUB
 
     def token_states(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's last hidden states, ``(batch, seq, hidden)``; padding is masked out of attention."""

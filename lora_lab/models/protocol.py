@@ -5,12 +5,13 @@ backbone registry (:mod:`lora_lab.experiments.profiles`); nothing asks ``isinsta
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-__all__ = ["Classifier", "length_mask"]
+__all__ = ["Classifier", "HFLayout", "length_mask"]
 
 
 def length_mask(input_ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -20,6 +21,37 @@ def length_mask(input_ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.
         return torch.ones_like(input_ids)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
     return (positions < lengths.to(input_ids.device)[:, None]).long()
+
+
+@dataclass(frozen=True)
+class HFLayout:
+    """How a model lines up with a Hugging Face transformers class: what the PEFT and transformers exports
+    (:mod:`lora_lab.lora.interop`) need to know, declared by the model itself."""
+
+    hf_class: str  # the transformers class the exported files load into
+    prefix: str  # our name = prefix + the transformers name
+    head: str | None  # our head module
+    hf_head: str | None  # its transformers name (None: the head stays outside the transformers model)
+    task_type: str | None  # PEFT's task type for the adapter config
+    conv1d_weights: tuple[str, ...] = ()  # weights transformers stores (in, out), as GPT-2's Conv1D does
+
+    @property
+    def conv1d(self) -> bool:
+        return bool(self.conv1d_weights)
+
+    def to_hf(self, name: str) -> str | None:
+        """A module or tensor name of ours in the transformers model, or None when it has none there."""
+        if self.head and (name == self.head or name.startswith(self.head + ".")):
+            return None if self.hf_head is None else self.hf_head + name[len(self.head):]
+        return name[len(self.prefix):] if name.startswith(self.prefix) else None
+
+    def from_hf(self, name: str) -> str:
+        if self.hf_head and (name == self.hf_head or name.startswith(self.hf_head + ".")):
+            return self.head + name[len(self.hf_head):]
+        return self.prefix + name
+
+    def transposed(self, hf_key: str) -> bool:
+        return self.conv1d and hf_key.endswith(self.conv1d_weights)
 
 
 @runtime_checkable
@@ -43,3 +75,12 @@ class Classifier(Protocol):
 
     def last_block_prefixes(self) -> list[str]:
         """Parameter-name prefixes that ``method="last-block"`` trains (the last block and the head)."""
+
+    def hf_layout(self) -> HFLayout:
+        """How its parameters map onto a transformers class (for PEFT folders and merged exports)."""
+
+    def hf_config(self) -> dict:
+        """The transformers ``config.json`` of that class (needs transformers)."""
+
+    def hub_id(self) -> str | None:
+        """The hub repository of its pretrained weights, or the folder they came from; None for random ones."""
