@@ -34,12 +34,12 @@ from ..lora.model import count_parameters
 from ..lora.targets import TARGET_PRESETS
 from ..models.gpt2 import GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of, load_pretrained
 from ..train import distributed
-from ..train.loop import evaluate, train_classifier
-from ..train.methods import DEFAULT_LR, METHODS, apply_method
+from ..train.methods import DEFAULT_LR, METHODS
 from ..utils.files import atomic_write, write_json
 from ..utils.machine import device_name, set_seed
 from ..utils.plots import plot_history
 from .profiles import SMOKE_BANNER, gpt2_backbone
+from .runs import finetune
 
 __all__ = ["FinetuneConfig", "run", "validate", "build_parser", "main", "UsageError"]
 
@@ -268,30 +268,29 @@ def run(config: FinetuneConfig) -> dict:
         raise UsageError(f"--batch-size {c.batch_size} is larger than the {per_process} training messages"
                          f"{' per process' if world > 1 else ''} (a partial batch is dropped, so no step would run); "
                          "lower --batch-size or raise --subset")
-    train_loader = bb.loader(train_ds, c.batch_size, shuffle=True, seed=c.seed, num_replicas=world, rank=ddp_rank,
-                             bucket=c.bucket)
     # evaluation: each process takes every world-th example (no padding duplicates), sums are all-reduced
     val_loader, test_loader = (bb.loader(Subset(ds, range(ddp_rank, len(ds), world)), c.batch_size)
                                for ds in (val_ds, test_ds))
 
-    model = apply_method(bb.classifier(), c.method, c.rank, c.alpha, target=c.target, dropout=c.lora_dropout,
-                         use_rslora=c.rslora)
-    model.to(device)
-    params = count_parameters(model)
-    train_model = model
-    if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    lr = c.lr if c.lr is not None else DEFAULT_LR[c.method]
-    if is_main:
-        print(f"{c.method} on {c.model} ({'random' if smoke else 'pretrained'} weights), {params}, "
-              f"device {device}{f' x {world} processes' if world > 1 else ''}, lr {lr:g}")
+    lr = c.lr if c.lr is not None else bb.lr[c.method]
 
-    t0 = time.perf_counter()
-    hist = train_classifier(train_model, train_loader, val_loader, epochs=c.epochs, lr=lr,
-                            weight_decay=c.weight_decay, device=device, precision=c.precision)
-    test = evaluate(train_model, test_loader, device)
-    wall = time.perf_counter() - t0
+    started = []
+
+    def announce(model, lr):  # the model is built: say what trains, and time from here (loading excluded)
+        if is_main:
+            print(f"{c.method} on {c.model} ({'random' if smoke else 'pretrained'} weights), "
+                  f"{count_parameters(model)}, device {device}{f' x {world} processes' if world > 1 else ''}, "
+                  f"lr {lr:g}")
+        started.append(time.perf_counter())
+
+    r = finetune(bb, c.method, train_ds, val_loader, test_loader, seed=c.seed, epochs=c.epochs,
+                 batch_size=c.batch_size, lr=lr, rank=c.rank, alpha=c.alpha, device=device, log=print,
+                 precision=c.precision, bucket=c.bucket, weight_decay=c.weight_decay, world=world,
+                 ddp_rank=ddp_rank, on_start=announce, target=c.target, dropout=c.lora_dropout,
+                 use_rslora=c.rslora)
+    wall = time.perf_counter() - started[0]
+    model, hist, params = r["model"], r["hist"], r["params"]
+    test = {"accuracy": r["test_acc"], "loss": r["test_loss"]}
     cfg = model.config
     lora = c.method == "lora"
     metrics = {
