@@ -1,5 +1,5 @@
-"""lora_lab.claims: the measures of notebook 9 on matrices whose answer is known, and the resumable sweep at
-smoke size (tiny random GPT-2, a few steps)."""
+"""lora_lab.experiments.claims and measures: the measures of notebook 9 on matrices whose answer is known, and
+the resumable sweep at smoke size (tiny random GPT-2, a few steps)."""
 import dataclasses
 import json
 

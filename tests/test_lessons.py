@@ -1,4 +1,4 @@
-"""The teacher's guide and the card at the top of each lesson (lora_lab.lessons): the catalogue matches the
+"""The teacher's guide and the card at the top of each lesson (lora_lab.course.lessons): the catalogue matches the
 notebooks, the card says what it should in every profile, the committed run times cover every notebook and
 agree with the notebooks' own metadata and with TEACHING.md, and a classroom can run from a shared read-only
 folder of downloads without writing to it."""
