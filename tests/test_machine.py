@@ -2,7 +2,14 @@
 import subprocess
 from pathlib import Path
 
+import pytest
+import torch
+
+from lora_lab.train.loop import default_progress
+from lora_lab.utils import env, threads
 from lora_lab.utils import machine as nbtools
+from lora_lab.utils.machine import pick_device
+from lora_lab.utils.precision import precision_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,3 +43,30 @@ def test_committed_file_finds_the_checkouts_file_first(monkeypatch):
     monkeypatch.setattr(nbtools, "checkout_root", lambda: None)  # installed from a wheel: only the packaged copy
     found = nbtools.committed_file("lesson-times.json")
     assert found is None or (found.name == "lesson-times.json" and ROOT / "benchmarks" != found.parent)
+
+
+@pytest.mark.parametrize("variable, value, call", [
+    ("LORA_LAB_PRECISION", "bf17", lambda: precision_for(torch.device("cpu"), "auto")),
+    ("LORA_LAB_DEVICE", "gpu", lambda: pick_device()),
+    ("LORA_LAB_CPU_BF16", "yes", lambda: env.cpu_bf16()),
+    ("LORA_LAB_PROGRESS", "off", lambda: default_progress()),
+    ("LORA_LAB_WIDGETS", "true", lambda: env.widgets()),
+    ("LORA_LAB_THREADS", "nice", lambda: threads.configure({"LORA_LAB_THREADS": "nice"})),
+])
+def test_a_garbage_environment_variable_is_an_error_naming_it(monkeypatch, variable, value, call):
+    """A typo in a LORA_LAB_* variable is refused by name before any work (it never silently means the
+    default, nor fails later with an error about something else)."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"{variable}={value!r}"):
+        call()
+
+
+def test_a_data_dir_that_is_a_file_is_refused_by_name(monkeypatch, tmp_path):
+    from lora_lab.data import default_data_dir
+
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("LORA_LAB_DATA_DIR", str(tmp_path / "f"))
+    with pytest.raises(ValueError, match="LORA_LAB_DATA_DIR=.* is a file, not a folder"):
+        default_data_dir()
+    monkeypatch.setenv("LORA_LAB_DATA_DIR", "~/lora-lab-data")
+    assert default_data_dir() == Path.home() / "lora-lab-data"  # ~ expanded

@@ -32,36 +32,66 @@ def get(name: str, default: str | None = None) -> str | None:
     return value or default
 
 
+def _one_of(name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+    """The variable's value when it is one of ``allowed``; a garbage value is an error naming the variable, so
+    a typo never silently means the default."""
+    value = get(name)
+    if value is None:
+        return default
+    if value.lower() not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {allowed}: fix or unset it ({VARIABLES[name]})")
+    return value.lower()
+
+
 def profile() -> str:
+    """``LORA_LAB_PROFILE`` as written (lower case), ``real`` by default; get_settings names a bad one."""
     return (get("LORA_LAB_PROFILE") or "real").lower()
 
 
 def progress() -> bool:
     """Progress output wanted: not under CI (``$CI``) and not with ``LORA_LAB_PROGRESS=0`` (bars write to stderr,
     which a saved notebook or a CI log should not hold)."""
-    return get("LORA_LAB_PROGRESS", "1") != "0" and not os.environ.get("CI")
+    return _one_of("LORA_LAB_PROGRESS", ("0", "1"), "1") == "1" and not os.environ.get("CI")
 
 
 def widgets() -> bool | None:
     """``LORA_LAB_WIDGETS``: True for 1, False for 0, None (guess) otherwise."""
-    return {"1": True, "0": False}.get(get("LORA_LAB_WIDGETS") or "")
+    return {"1": True, "0": False, None: None}[_one_of("LORA_LAB_WIDGETS", ("0", "1"))]
 
 
 def device() -> str | None:
-    return get("LORA_LAB_DEVICE")
+    """``LORA_LAB_DEVICE``, checked to name a device torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    value = get("LORA_LAB_DEVICE")
+    if value is not None:
+        import torch  # here, not at the top: lora_lab.utils.threads reads its variable before torch loads
+
+        try:
+            torch.device(value)
+        except RuntimeError:
+            raise ValueError(f"LORA_LAB_DEVICE={value!r} is not a device torch knows: use cpu, cuda, cuda:0 or "
+                             "mps, or unset it") from None
+    return value
 
 
 def precision() -> str:
-    return (get("LORA_LAB_PRECISION") or "auto").lower()
+    return _one_of("LORA_LAB_PRECISION", ("auto", "fp32", "bf16", "fp16"), "auto")
 
 
 def cpu_bf16() -> bool | None:
     """``LORA_LAB_CPU_BF16``: True for 1, False for 0, None (measure) otherwise."""
-    return {"1": True, "0": False}.get(get("LORA_LAB_CPU_BF16") or "")
+    return {"1": True, "0": False, None: None}[_one_of("LORA_LAB_CPU_BF16", ("0", "1"))]
 
 
 def data_dir() -> str | None:
-    return get("LORA_LAB_DATA_DIR")
+    """``LORA_LAB_DATA_DIR`` with ``~`` expanded; a path that exists and is not a folder is an error."""
+    value = get("LORA_LAB_DATA_DIR")
+    if value is None:
+        return None
+    value = os.path.expanduser(value)
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ValueError(f"LORA_LAB_DATA_DIR={value!r} is a file, not a folder: point it at a folder (it is "
+                         "created if missing), or unset it")
+    return value
 
 
 def commit() -> str | None:

@@ -47,7 +47,10 @@ def configure(environ=None) -> dict:
     effect and would misreport the process's state); ``LORA_LAB_THREADS=keep`` turns all of this off.
     """
     env = os.environ if environ is None else environ
-    mode = env.get("LORA_LAB_THREADS", "")
+    mode = env.get("LORA_LAB_THREADS", "").strip().lower()
+    if mode not in ("", "keep", "polite"):
+        raise ValueError(f"LORA_LAB_THREADS={mode!r} is not one of 'polite' or 'keep': fix or unset it (polite: "
+                         "waiting OpenMP threads sleep at once; keep: lora_lab sets no thread variables)")
     if mode == "keep":
         return {}
     applied = {}
