@@ -162,3 +162,56 @@ def test_verify_sha256_names_the_file_both_checksums_and_the_fix(tmp_path):
         verify_sha256(f, "0" * 64, what="the weights", fix="Reinstall.")
     # one type for every checksum failure, caught by code written against either old type
     assert issubclass(DataIntegrityError, RuntimeError) and issubclass(DataIntegrityError, ValueError)
+
+
+@pytest.mark.parametrize("frame, kwargs, message", [
+    (pd.DataFrame({"label": ["ham"] * 6, "text": list("abcdef")}), {}, "one class only"),
+    (pd.DataFrame({"text": list("abcdef")}), {}, "no 'label' column"),
+    (pd.DataFrame({"label": ["ham", "spam"] * 5, "text": list("abcdefghij")}), {"fractions": (-0.2, 0.1)},
+     "fractions must be"),
+    (pd.DataFrame({"label": ["ham", "spam"] * 5, "text": list("abcdefghij")}), {"fractions": (0.8, 0.3)},
+     "together below 1"),
+])
+def test_balanced_split_refuses_what_cannot_be_a_balanced_split(frame, kwargs, message):
+    """A one-class frame, no label column, or fractions that leave no test split (or put training rows in it)
+    are errors naming the problem, not a "balanced" split that is not one."""
+    from lora_lab.data import balanced_split
+
+    with pytest.raises(ValueError, match=message):
+        balanced_split(frame, **kwargs)
+
+
+def test_set_seed_takes_numpy_integers_and_refuses_bad_seeds_before_reseeding():
+    import random
+
+    import numpy as np
+
+    from lora_lab.utils.machine import set_seed
+
+    set_seed(np.int64(7))  # a seed from np.arange in a sweep
+    first = random.random()
+    set_seed(7)
+    assert random.random() == first
+    for bad in (-1, 2**32, 1.5, None, True):
+        set_seed(3)
+        state = random.getstate()
+        with pytest.raises(ValueError, match="seed must be a whole number"):
+            set_seed(bad)
+        assert random.getstate() == state  # nothing was reseeded
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\x00\x00", "\u200b\u200b", "\ufeff \n"])
+def test_a_message_with_nothing_to_read_is_empty_for_every_tokenizer(text):
+    """Blank, NUL-only and zero-width-only messages still become tokens ([CLS] [SEP] for BERT, a space or a NUL
+    byte for GPT-2's BPE); the dataset refuses them by row, as it does an empty one."""
+    from lora_lab.data import SpamDataset, has_content
+
+    class Tokens:  # a tokenizer that always returns tokens, as BERT's does ([CLS] [SEP])
+        def encode_ordinary_batch(self, texts):
+            return [[101, 102] for _ in texts]
+
+    assert not has_content(text)
+    frame = pd.DataFrame({"text": ["a real message", text], "label_id": [0, 1]}, index=[10, 11])
+    with pytest.raises(ValueError, match=r"empty or blank .* index 11"):
+        SpamDataset(frame, Tokens())
+    assert has_content("win \u200bcash")  # visible characters beside invisible ones are a message

@@ -34,7 +34,7 @@ from .bucketing import LengthBucketSampler
 
 __all__ = ["SMS_URL", "SMS_SHA256", "default_data_dir", "download_sms_spam", "load_sms_spam",
            "balanced_split", "spam_splits", "get_tokenizer", "SpamDataset", "Batch", "collate", "make_loader",
-           "DataIntegrityError", "LABELS", "PAD_TOKEN_ID"]
+           "DataIntegrityError", "LABELS", "PAD_TOKEN_ID", "has_content"]
 
 SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SMS_FILE = "SMSSpamCollection"
@@ -123,11 +123,22 @@ def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1), *, p
     with ``labels={"statement": 0, "question": 1}``.
     """
     labels = LABELS if labels is None else labels
+    if "label" not in df.columns:
+        raise ValueError(f"the frame has no 'label' column (it has {list(df.columns)}); balanced_split needs one "
+                         "with a class name per row")
+    fractions = tuple(fractions)
+    if len(fractions) != 2 or any(isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1
+                                  for f in fractions) or sum(fractions) >= 1:
+        raise ValueError(f"fractions must be (train, validation) shares, each between 0 and 1 and together below 1 "
+                         f"(the rest is the test split), got {fractions!r}; e.g. (0.7, 0.1)")
     unknown = sorted(set(df["label"]) - set(labels))
     if unknown:
         raise ValueError(f"labels {unknown} have no id in labels={labels}; pass labels= mapping every value of the "
                          "'label' column to a class id")
     counts = df["label"].value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"the frame holds one class only ({list(counts.index)}): a balanced split needs two; "
+                         "check the 'label' column")
     if per_class is not None:  # 0 must not quietly mean "everything"
         smallest = int(counts.min())
         if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or not 1 <= per_class <= smallest:
@@ -159,6 +170,21 @@ def get_tokenizer():
     return tiktoken.get_encoding("gpt2")
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\x00\u200b\u200c\u200d\u2060\ufeff"))  # NUL and zero-width characters
+
+
+def _plain(value):
+    """A NumPy scalar (a DataFrame index) as the Python value, so a message shows ``11``, not ``np.int64(11)``."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def has_content(text) -> bool:
+    """Does the message hold anything to read? Not for empty or blank text, nor for text made only of NUL or
+    zero-width characters: a tokenizer still turns those into tokens ([CLS] [SEP] for BERT, a space for GPT-2),
+    and the model would classify nothing. One rule for every tokenizer."""
+    return isinstance(text, str) and bool(text.translate(_INVISIBLE).strip())
+
+
 class SpamDataset(Dataset):
     """Token ids and labels. Messages longer than ``max_length`` tokens are truncated; padding is
     left to :func:`collate` so each batch is only as long as its longest message. ``longest`` is the
@@ -175,12 +201,20 @@ class SpamDataset(Dataset):
             raise ValueError(f"max_length must be a whole number >= 1 (or None: no truncation), got {max_length!r}")
         if len(df) == 0:
             raise ValueError("the DataFrame has no rows: there is nothing to make a dataset of")
-        self.encoded = [ids[:max_length] if max_length else ids
-                        for ids in tok.encode_ordinary_batch(df[text_column].tolist())]
+        texts = df[text_column].tolist()
+        empty = [i for i, t in enumerate(texts) if not has_content(t)]
+        if empty:
+            row = _plain(df.index[empty[0]])
+            raise ValueError(f"{len(empty)} message(s) are empty or blank (or only NUL / zero-width characters), "
+                             f"e.g. the row with index {row!r}: {texts[empty[0]]!r}; a classifier "
+                             f"needs a message to read. Drop them first, e.g. "
+                             f"df = df[df[{text_column!r}].map(lora_lab.data.has_content)]")
+        self.encoded = [ids[:max_length] if max_length else ids for ids in tok.encode_ordinary_batch(texts)]
         empty = [i for i, ids in enumerate(self.encoded) if not ids]
         if empty:
+            row = _plain(df.index[empty[0]])
             raise ValueError(f"{len(empty)} message(s) have no tokens (empty text), e.g. the row with index "
-                             f"{df.index[empty[0]]!r}; a classifier needs at least one token to read. Drop them "
+                             f"{row!r}; a classifier needs at least one token to read. Drop them "
                              f"first, e.g. df = df[df[{text_column!r}].str.len() > 0]")
         self.labels = df[label_column].astype(int).tolist()
         self.longest = max(len(e) for e in self.encoded)  # tokens in the longest (truncated) message

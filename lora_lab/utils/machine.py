@@ -7,6 +7,7 @@ the notebooks (:func:`machine`), ``python -m lora_lab.bench`` and ``python -m lo
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import platform
 import random
@@ -159,7 +160,11 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators: a fixed seed gives the same head init, LoRA init,
-    dropout and batch order, so a run can be repeated number for number."""
+    dropout and batch order, so a run can be repeated number for number. Any whole number from 0 to 2**32 - 1
+    (NumPy's range), NumPy's integers included (``np.arange`` in a sweep); checked before any generator changes."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be a whole number from 0 to 2**32 - 1, got {seed!r}; e.g. seed=123")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

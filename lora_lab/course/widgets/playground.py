@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ...data.sms import Batch
+from ...data.sms import Batch, has_content
 from ...lora.adapter_file import load_adapter
 from ...lora.model import (
     merge_lora,
@@ -40,8 +40,9 @@ def classify_message(model: nn.Module, tokenizer, text: str, classes=("ham", "sp
     """Classify one message: the predicted class, its probability and the median latency of ``reps``
     forward passes. An empty message is an error with the fix in its message, not a silent 50/50."""
 
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("type a message first: an empty message has nothing to classify")
+    if not has_content(text):
+        raise ValueError("type a message first: an empty or blank message (or one of only invisible characters) "
+                         "has nothing to classify")
     ids = _encode(tokenizer, text, max_tokens)
     if not ids:
         raise ValueError(f"the message {text!r} has no tokens after tokenization; type some words")
