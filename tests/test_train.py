@@ -145,3 +145,29 @@ def test_finetune_config_is_what_the_cli_builds_and_runs_from_python(tmp_path, c
                          (dict(alpha=float("inf")), "--alpha: must be a finite number > 0, got inf")):
         with pytest.raises(UsageError, match=re.escape(message)):
             run(dataclasses.replace(config, **bad))
+
+
+def test_a_nan_gradient_behind_a_finite_loss_is_not_stepped():
+    """The loss is finite, the gradient is NaN (a masked branch with an undefined derivative, as a NaN frozen
+    weight at padded positions gives): train_step stops before the optimizer step, naming the parameter."""
+    from lora_lab.data import Batch
+    from lora_lab.train import NonFiniteLossError, make_optimizer, train_step
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+            self.classifier = torch.nn.Linear(2, 2)
+
+        def forward(self, ids, lengths):
+            x = self.w.expand(ids.shape[0], 2)
+            keep = torch.ones_like(x, dtype=torch.bool)
+            return self.classifier(torch.where(keep, x, torch.sqrt(-x)))  # forward finite; d/dw: 0 * NaN
+
+    model = Masked()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = Batch(torch.zeros(4, 3, dtype=torch.long), torch.full((4,), 3), torch.tensor([0, 1, 0, 1]))
+    opt = make_optimizer(model, 1e-2)
+    with pytest.raises(NonFiniteLossError, match=r"gradients of 1 parameter tensor\(s\) are NaN or inf: \['w'\]"):
+        train_step(model, batch, opt, torch.device("cpu"))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # nothing was stepped

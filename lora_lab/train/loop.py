@@ -43,6 +43,29 @@ def _finite_on_every_rank(loss: torch.Tensor) -> bool:
     return _all_reduce(bad).item() == 0
 
 
+def _check_gradients(model, optimizer) -> None:
+    """Raise :class:`NonFiniteLossError` naming the parameters whose gradient is NaN or inf (one fused norm
+    over all gradients decides; the names are looked up only when it is not finite)."""
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    total = torch.stack(torch._foreach_norm([g.detach().float() for g in grads])).sum().reshape(1)
+    if _all_reduce((~torch.isfinite(total)).to(torch.float32)).item() == 0:
+        return
+    net = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    bad_grads = [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    broken = [n for n, p in net.named_parameters() if not torch.isfinite(p.detach()).all()]
+    optimizer.zero_grad(set_to_none=True)  # nothing of this step reaches the weights
+    msg = (f"the loss is finite but the gradients of {len(bad_grads)} parameter tensor(s) are NaN or inf: "
+           f"{bad_grads[:6]}; the step was not taken, so no parameter has changed.")
+    if broken:
+        msg += (f" {len(broken)} parameter tensor(s) already hold NaN or inf ({broken[:3]}): a NaN that the forward "
+                "pass masks (e.g. at padded positions) still reaches the gradients. Reload the model.")
+    else:
+        msg += " Lower the learning rate, or look for an operation with an undefined derivative (sqrt of 0, log of 0)."
+    raise NonFiniteLossError(msg)
+
+
 def _first_nonfinite_output(net: nn.Module, batch, device, amp_dtype) -> str | None:
     """Run the batch again with a hook on every module; return the first module whose output is not finite."""
     names = {m: n for n, m in net.named_modules()}
@@ -93,8 +116,10 @@ def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max
     """One forward + backward + optimizer step. Returns (loss tensor, number correct tensor).
 
     With ``check_finite`` (the default) a NaN or infinite loss raises :class:`NonFiniteLossError` *before*
-    the backward pass: one NaN gradient, once stepped, would turn every trained parameter into NaN and
-    hide where the problem started. The check reads one number from the device each step (a sync on GPUs).
+    the backward pass, and so does a NaN or infinite gradient behind a finite loss *before* the optimizer step
+    (a NaN in a frozen weight can reach the gradients only, through padded positions): one NaN gradient, once
+    stepped, would turn every trained parameter into NaN and hide where the problem started. The checks read two
+    numbers from the device each step (a sync on GPUs).
     ``scaler``: from :func:`make_grad_scaler` (made here when not given; pass one to keep its state across
     steps, as fp16 loss scaling needs).
     """
@@ -106,6 +131,8 @@ def train_step(model, batch, optimizer, device, amp_dtype=None, scaler=None, max
     scaler = scaler or make_grad_scaler(device, amp_dtype)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()  # a disabled scaler (all but fp16) passes everything through
+    if check_finite and not scaler.is_enabled():  # (fp16's scaler itself skips a step with inf/NaN gradients)
+        _check_gradients(model, optimizer)
     if max_grad_norm:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
