@@ -579,3 +579,22 @@ def test_write_json_is_all_or_nothing(tmp_path):
         write_json(path, {"runs": [object()]})  # fails before anything is written
     assert json.loads(path.read_text()) == {"runs": [1, 2]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary file left
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+def test_saved_files_and_folders_follow_the_umask(tmp_path):
+    """Written through a private temporary file (mkstemp: 0600) and a private staging folder (mkdtemp: 0700),
+    an adapter and a merged export still come out as the umask says (022: 0644 files, 0755 folders)."""
+    pytest.importorskip("transformers")
+    from lora_lab.lora import export_merged
+
+    old = os.umask(0o022)
+    try:
+        model = lora_tiny()
+        save_adapter(model, tmp_path / "adapter")
+        export_merged(model, tmp_path / "merged")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "adapter").iterdir()] + [p for p in (tmp_path / "merged").iterdir()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {"0o644"}
+    assert oct((tmp_path / "merged").stat().st_mode & 0o777) == "0o755"

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..models.protocol import HFLayout
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, permissions
 from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
 from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
@@ -169,6 +169,7 @@ def _write_folder(path, files: dict[str, Callable], marker: str) -> Path:
                                   "export into a new or empty folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(stage, permissions(0o777))  # mkdtemp made it private; the folder it becomes follows the umask
     try:
         for name, write in files.items():
             atomic_write(stage / name, write)

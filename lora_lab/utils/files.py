@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json",
+__all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json", "permissions",
            "copy_verified"]
 
 
@@ -49,6 +49,20 @@ def verify_sha256(path, expected: str, *, what: str = "file", fix: str = "") -> 
     return actual
 
 
+def permissions(full: int = 0o666) -> int:
+    """``full`` less the process's umask: the mode ``open()`` would give a new file (``0o777`` for a folder).
+    Temporary files and folders are private (0600/0700); what they become must not be."""
+    try:  # Linux says it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return full & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
+    os.umask(mask)
+    return full & ~mask
+
+
 def atomic_write(path, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place in one step,
     so a crash or an error never leaves a half-written ``path``.
@@ -66,6 +80,7 @@ def atomic_write(path, write) -> Path:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, permissions())  # mkstemp made it private; the file it becomes follows the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
