@@ -338,6 +338,7 @@ def _usage_error(tmp_path, capsys, *args):
     (["--rank", "0"], "argument --rank: must be at least 1, got 0"),
     (["--rank", "2.5"], "argument --rank: expected a whole number, got '2.5'"),
     (["--alpha", "-2"], "argument --alpha: must be a finite number > 0, got -2"),
+    (["--rank", "100000000"], "--rank 100000000 is above tiny's width of 64"),
     (["--lora-dropout", "1.5"], "--lora-dropout: dropout must be in [0, 1)"),
     (["--target", "attn"], "argument --target: invalid choice"),
     (["--subset", "10000"], "--subset 10000: per_class must be a whole number from 1 to 747"),

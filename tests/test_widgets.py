@@ -585,3 +585,19 @@ def test_notebook_runs_without_ipywidgets(notebook, tmp_path, monkeypatch):
                          or "message_playground(" in c.source)]
     assert widget_cells and texts.count(W.NO_WIDGETS_HINT) == len(widget_cells)
     assert not any("ipywidgets.widgets" in t or "VBox(" in t for t in texts)
+
+
+def test_a_huge_rank_is_refused_without_allocating_it():
+    """lora_budget counts on the meta device: rank 100,000 on GPT-2 (A and B alone would take gigabytes) is a
+    ValueError at once (A and B are built on the meta device too), naming the widest rank that makes sense."""
+    from lora_lab.lora import LinearWithLoRA
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="Choose a rank from 1 to 768"):
+        W.lora_budget("gpt2", 100_000)
+    assert time.perf_counter() - t0 < 10
+    with torch.device("meta"):
+        base = torch.nn.Linear(768, 2304)
+    with pytest.warns(UserWarning, match="larger than this layer's smaller side"):
+        wrapped = LinearWithLoRA(base, 100_000, 16)  # 1.2 GB of A and B if they were allocated
+    assert wrapped.lora.A.device.type == "meta" and wrapped.lora.B.device.type == "meta"

@@ -198,9 +198,14 @@ def validate(config: FinetuneConfig) -> int:
     if c.model not in PRESETS and not Path(c.model).exists():
         raise UsageError(f"--model {c.model!r} is neither a preset ({sorted(PRESETS)}) nor an existing folder")
     try:
-        block_size = config_of(c.model).block_size
+        model_config = config_of(c.model)
     except (OSError, ValueError) as e:
         raise UsageError(f"--model {c.model}: {e}") from None
+    block_size = model_config.block_size
+    if c.method == "lora" and c.rank > model_config.n_embd:  # before A and B are allocated (rank 1e8: 100 GB)
+        raise UsageError(f"--rank {c.rank} is above {c.model}'s width of {model_config.n_embd}: the update of a "
+                         f"layer cannot have a higher rank, so the rest only costs memory; use at most "
+                         f"{model_config.n_embd}")
     if c.max_length is not None and c.max_length > block_size:
         raise UsageError(f"--max-length {c.max_length} is longer than {c.model}'s context of {block_size} "
                          f"tokens; use at most {block_size} (or leave it out)")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layer import LoRALayer, LoRAWrapper, check_hparams, check_init, plain_number
+from .layer import LoRALayer, LoRAWrapper, check_hparams, check_init, on_device_of, plain_number
 from .targets import DEFAULT_EXCLUDE, wrap_layers
 
 __all__ = ["Conv2dLoRALayer", "Conv2dWithLoRA", "replace_conv2d_with_lora", "conv_lora_parameter_count",
@@ -147,9 +147,11 @@ class Conv2dWithLoRA(LoRAWrapper):
     def __init__(self, conv: nn.Conv2d, rank: int, alpha: float, *, dropout: float = 0.0,
                  use_rslora: bool = False, init: str = "peft"):
         check_conv2d_supported(conv)
-        super().__init__(conv, Conv2dLoRALayer(conv.in_channels, conv.out_channels, conv.kernel_size, rank, alpha,
-                                               stride=conv.stride, padding=conv.padding, dropout=dropout,
-                                               use_rslora=use_rslora, init=init))
+        with on_device_of(conv.weight):
+            lora = Conv2dLoRALayer(conv.in_channels, conv.out_channels, conv.kernel_size, rank, alpha,
+                                   stride=conv.stride, padding=conv.padding, dropout=dropout,
+                                   use_rslora=use_rslora, init=init)
+        super().__init__(conv, lora)
 
     @staticmethod
     def lora_shapes(conv: nn.Conv2d, rank: int) -> dict[str, tuple[int, ...]]:

@@ -38,6 +38,7 @@ from (``LoRALayer(in_dim, out_dim, rank, alpha)``, ``LinearWithLoRA(linear, rank
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -187,6 +188,13 @@ class _NoGradThroughMerged(torch.autograd.Function):
         raise RuntimeError(_MERGED_TRAINING)
 
 
+def on_device_of(weight: torch.Tensor):
+    """Build new tensors where ``weight`` lives when that is the meta device (a model counted, not allocated):
+    LoRA's A and B are then never allocated in memory, whatever the rank. Elsewhere it changes nothing (the
+    wrapper moves A and B to the base layer's device and dtype)."""
+    return torch.device("meta") if weight.device.type == "meta" else contextlib.nullcontext()
+
+
 class LoRAWrapper(nn.Module):
     """What every LoRA wrapper shares: a base layer, its :class:`LoRALayer`-like ``lora``, and exact merge/unmerge.
 
@@ -305,8 +313,10 @@ class LinearWithLoRA(LoRAWrapper):
                  dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
-        super().__init__(linear, LoRALayer(linear.in_features, linear.out_features, rank, alpha,
-                                           dropout=dropout, use_rslora=use_rslora, init=init))
+        with on_device_of(linear.weight):
+            lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha, dropout=dropout,
+                             use_rslora=use_rslora, init=init)
+        super().__init__(linear, lora)
 
     @staticmethod
     def lora_shapes(linear: nn.Linear, rank: int) -> dict[str, tuple[int, ...]]:
