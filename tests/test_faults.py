@@ -360,6 +360,26 @@ def test_unwritable_out_fails_before_training(tmp_path, capsys, monkeypatch):
     assert f"--out {tmp_path / 'file' / 'run'}: cannot create this folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("make, args, message", [
+    (lambda out: (out / "adapter").write_text("x"), [], "adapter is a file where the run writes the folder"),
+    (lambda out: (out / "metrics.json").mkdir(), [], "metrics.json is a folder where the run writes a file"),
+    (lambda out: (out / "adapter_peft").write_text("x"), ["--export", "peft"], "adapter_peft is a file"),
+    (lambda out: (out / "merged").mkdir() or (out / "merged" / "README.md").write_text("mine"),
+     ["--export", "merged"], "holds other files (['README.md'])"),
+])
+def test_an_output_that_would_clash_after_training_fails_before_it(tmp_path, capsys, monkeypatch, make, args,
+                                                                    message):
+    """Each of these used to train fully and then crash, losing the model: they are usage errors up front."""
+    out = tmp_path / "run"
+    out.mkdir()
+    make(out)
+    monkeypatch.setattr("lora_lab.experiments.finetune_job.spam_splits", lambda *a, **k: pytest.fail("started working"))
+    from lora_lab.experiments.finetune_job import main
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "tiny", "--weights", "random", "--out", str(out), *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 # --- 8. cache seed verifies what is already there ---------------------------------------------------
 @pytest.mark.needs_data
 def test_cache_seed_replaces_a_corrupt_existing_file(tmp_path, monkeypatch, capsys):

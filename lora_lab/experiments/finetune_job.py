@@ -28,7 +28,8 @@ from torch.utils.data import Subset
 
 from ..data.sms import spam_splits
 from ..lora.adapter_file import save_adapter
-from ..lora.interop import export_merged
+from ..lora.contents import ADAPTER_CONFIG
+from ..lora.interop import HF_CONFIG, check_export_folder, export_merged
 from ..lora.layer import check_hparams
 from ..lora.model import count_parameters
 from ..lora.targets import TARGET_PRESETS
@@ -217,6 +218,23 @@ def validate(config: FinetuneConfig) -> int:
                          "--out") from None
     if not os.access(out, os.W_OK):
         raise UsageError(f"--out {c.out}: this folder is not writable; choose another --out")
+    # what the run will write, checked now: a clash found after training would lose the trained model
+    for name in ["metrics.json", "history.csv"] + (["curves.png"] if c.plot else []):
+        if (out / name).is_dir():
+            raise UsageError(f"--out {c.out}: {out / name} is a folder where the run writes a file; remove it or "
+                             "choose another --out")
+    folders = {"adapter": None} if c.method == "lora" else {}
+    folders.update({"adapter_peft": ADAPTER_CONFIG} if "peft" in c.export else {})
+    folders.update({"merged": HF_CONFIG} if "merged" in c.export else {})
+    for name, marker in folders.items():
+        if (out / name).exists() and not (out / name).is_dir():
+            raise UsageError(f"--out {c.out}: {out / name} is a file where the run writes the folder {name}/; "
+                             "remove it or choose another --out")
+        if marker is not None:
+            try:
+                check_export_folder(out / name, marker)
+            except FileExistsError as e:
+                raise UsageError(f"--export: {e} (or choose another --out)") from None
     return block_size
 
 

@@ -50,7 +50,7 @@ from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
 
 __all__ = ["save_peft_adapter", "read_peft_adapter", "export_merged", "export_base", "fold_head_bias",
-           "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG"]
+           "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG", "check_export_folder"]
 
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -154,19 +154,28 @@ def _hf_state(model: nn.Module, lay: HFLayout, *, merge: bool) -> tuple[dict, di
     return out, head, folded
 
 
+def check_export_folder(path, marker: str, files=()) -> None:
+    """Can an export go to ``path``? It must be new, an empty folder, or an earlier export (it holds ``marker``);
+    a file, or a folder of other files (which the export would replace), raises ``FileExistsError``. Exports
+    and ``python -m lora_lab.finetune`` (before it trains) both ask this."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} is a file; export into a folder")
+    others = sorted(p.name for p in path.iterdir() if p.name not in files)
+    if others and not (path / marker).exists():
+        raise FileExistsError(f"{path} holds other files ({others[:5]}), which the export would delete; "
+                              "export into a new or empty folder")
+
+
 def _write_folder(path, files: dict[str, Callable], marker: str) -> Path:
     """Write a whole folder as one step: every file into a hidden folder beside ``path`` first, then that
     folder is renamed into place (an old export at ``path`` is moved aside and deleted only after), so a
     crash leaves the old folder or the new one, never a new config beside old weights. ``path`` must be new,
     empty, or an earlier export (it has ``marker``): a folder of other files is not replaced."""
     path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise FileExistsError(f"{path} is a file; export into a folder")
-        others = sorted(p.name for p in path.iterdir() if p.name not in files)
-        if others and not (path / marker).exists():
-            raise FileExistsError(f"{path} holds other files ({others[:5]}), which the export would delete; "
-                                  "export into a new or empty folder")
+    check_export_folder(path, marker, files)
     path.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(stage, permissions(0o777))  # mkdtemp made it private; the folder it becomes follows the umask
