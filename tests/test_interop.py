@@ -289,6 +289,25 @@ def test_other_unrepresentable_options_are_refused(hf_tiny_dir, tmp_path, option
     _expect_refused(load_pretrained(hf_tiny_dir).to_classifier(2), tmp_path / "p", match)
 
 
+def _edit_config(folder, **changes):
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(cfg | changes))
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"target_modules": ["c_attn"]}, r"target_modules=\['c_attn'\] does not select"),  # tensors for every layer
+    ({"target_modules": ["c_attn", "c_proj", "c_fc", "does_not_exist"]}, r"\['does_not_exist'\] match no layer"),
+    ({"target_modules": ".*c_attn"}, "does not select"),  # a regex string: must match the whole name
+    ({"layers_to_transform": [0]}, r"layers_to_transform=\[0\]"),
+])
+def test_peft_options_that_change_what_is_applied_are_honoured_or_refused(hf_tiny_dir, tmp_path, changes, match):
+    """PEFT applies a tensor only to a module target_modules selects (and only to layers_to_transform):
+    lora_lab must not apply what PEFT would not, so such a folder is refused by name, never loaded silently."""
+    peft_trained(hf_tiny_dir, tmp_path / "p")
+    _edit_config(tmp_path / "p", **changes)
+    _expect_refused(load_pretrained(hf_tiny_dir).to_classifier(2), tmp_path / "p", match)
+
+
 def test_a_merged_model_is_not_saved_or_exported_as_a_base(hf_tiny_dir, tmp_path):
     model = ours_trained(hf_tiny_dir)
     merge_lora(model)

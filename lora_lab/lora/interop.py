@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -71,6 +72,7 @@ _UNSUPPORTED = {
     "use_qalora": "QALoRA",
     "alora_invocation_tokens": "activated LoRA",
     "use_bdlora": "BD-LoRA",
+    "layers_to_transform": "LoRA on some layer indices only (PEFT would skip the other layers' tensors)",
 }
 
 
@@ -379,6 +381,39 @@ def _modules_to_save(cfg: dict) -> list[str]:
     return [m] if isinstance(m, str) else list(m)
 
 
+def _targeted(name: str, target_modules) -> bool:
+    """PEFT's rule: a regex string must match the whole module name; a list entry matches the name or its end."""
+    if isinstance(target_modules, str):
+        return re.fullmatch(target_modules, name) is not None
+    return any(name == t or name.endswith("." + t) for t in target_modules)
+
+
+def _check_target_modules(cfg: dict, weights: Path, model: nn.Module, lay: HFLayout, layers_hf: set) -> None:
+    """PEFT applies a LoRA tensor only to a module ``target_modules`` selects, and refuses a target that selects
+    nothing: do the same, or the model computes something PEFT would not. (Refused by name, never skipped.)"""
+    targets = cfg.get("target_modules")
+    if targets is None:
+        return
+    if not isinstance(targets, (str, list)) or (isinstance(targets, list) and not all(isinstance(t, str)
+                                                                                      for t in targets)):
+        raise AdapterMismatchError(f"{weights.parent / ADAPTER_CONFIG}: target_modules must be a list of module "
+                                   f"names or a regex string, got {targets!r}")
+    untargeted = sorted(n for n in layers_hf if not _targeted(n, targets))
+    if untargeted:
+        raise AdapterMismatchError(f"{weights} holds LoRA tensors for {untargeted[:5]}"
+                                   f"{' ...' if len(untargeted) > 5 else ''}, which target_modules={targets!r} does "
+                                   "not select: PEFT would not apply them. Fix target_modules or the file; nothing "
+                                   "was loaded.")
+    if isinstance(targets, list):
+        ours = [h for n, m in model.named_modules() if isinstance(m, (nn.Linear, LinearWithLoRA))
+                and (h := lay.to_hf(n)) is not None]
+        unmatched = [t for t in targets if not any(h == t or h.endswith("." + t) for h in ours)]
+        if unmatched:
+            raise AdapterMismatchError(f"{weights.parent / ADAPTER_CONFIG}: target_modules {unmatched} match no "
+                                       f"layer of this {type(model).__name__} (PEFT refuses such a config too); "
+                                       "nothing was loaded.")
+
+
 def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
     """Read and verify a PEFT LoRA folder, and name its tensors as ``model`` names them (GPT-2 or MiniLM).
 
@@ -457,6 +492,7 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
         raise AdapterMismatchError(f"{weights}: {half[:5]}; each LoRA layer needs lora_A and lora_B")
     if not lora_ab:
         raise AdapterMismatchError(f"{weights} holds no LoRA layers (no lora_A/lora_B tensors)")
+    _check_target_modules(cfg, weights, model, lay, {lay.to_hf(n) for n in lora_ab})
 
     if lay.hf_head:  # GPT-2: score has no bias; ours gets the one that gives PEFT's logits
         w_key, b_key = f"{lay.head}.weight", f"{lay.head}.bias"
