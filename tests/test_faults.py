@@ -619,3 +619,23 @@ def test_saved_files_and_folders_follow_the_umask(tmp_path):
     files = [p for p in (tmp_path / "adapter").iterdir()] + [p for p in (tmp_path / "merged").iterdir()]
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {"0o644"}
     assert oct((tmp_path / "merged").stat().st_mode & 0o777) == "0o755"
+
+
+def test_what_saves_loads(tmp_path, monkeypatch):
+    """A compiled model saves the names of the model itself (not `_orig_mod.`-prefixed ones that load onto
+    nothing); a base_model or task that load would refuse is refused at save; `~` in a path is expanded."""
+    model = lora_tiny()
+    save_adapter(torch.compile(model), tmp_path / "compiled")
+    names = json.loads((tmp_path / "compiled" / "adapter_config.json").read_text())["layers"]
+    assert names and not any("_orig_mod" in n for n in names)
+    fresh = fresh_base()
+    load_adapter(torch.compile(fresh), tmp_path / "compiled")
+    assert torch.equal(fresh.state_dict()["transformer.h.0.attn.c_attn.lora.B"],
+                       model.state_dict()["transformer.h.0.attn.c_attn.lora.B"])
+    for bad in (dict(base_model=123), dict(task=["spam"])):
+        with pytest.raises(TypeError, match="must be a string"):
+            save_adapter(model, tmp_path / "bad", **bad)
+        assert not (tmp_path / "bad").exists()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_adapter(model, "~/home_adapter")
+    assert (tmp_path / "home_adapter" / "adapter_config.json").is_file()

@@ -23,6 +23,7 @@ from .interop import (
            HF_CONFIG,
            HF_WEIGHTS,
            PEFT_WEIGHTS,
+           check_export_folder,
            export_base,
            export_merged,
            fold_head_bias,
@@ -33,6 +34,7 @@ from .layer import LORA_INITS, LinearWithLoRA, LoRALayer
 from .mixed_batch import BASE, MixedAdapterModel, MultiLoRALinear, PerRowModule, serving_memory, tensor_bytes
 from .model import (
            ParamCount,
+           compiled_original,
            count_parameters,
            lora_layers,
            lora_parameter_count,
@@ -48,12 +50,12 @@ from .model import (
 )
 from .targets import DEFAULT_EXCLUDE, TARGET_PRESETS
 
-__all__ = ["LoRALayer", "LORA_INITS", "LinearWithLoRA", "TARGET_PRESETS", "DEFAULT_EXCLUDE",
+__all__ = ["LoRALayer", "LORA_INITS", "LinearWithLoRA", "TARGET_PRESETS", "DEFAULT_EXCLUDE", "compiled_original",
            "replace_linear_with_lora", "lora_layers", "merge_lora", "unmerge_lora", "mark_only_lora_trainable",
            "mark_trainable", "ParamCount", "count_parameters", "lora_parameter_count", "lora_state_dict",
            "shared_hparams", "selects", "lora_parameter_names", "AdapterContents", "AdapterMismatchError",
            "save_adapter", "load_adapter", "read_adapter", "check_adapter_fits", "ADAPTER_FORMATS",
            "save_peft_adapter", "read_peft_adapter", "export_merged", "export_base", "fold_head_bias",
-           "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG", "Conv2dLoRALayer",
+           "PEFT_WEIGHTS", "HEAD_WEIGHTS", "HF_WEIGHTS", "HF_CONFIG", "check_export_folder", "Conv2dLoRALayer",
            "Conv2dWithLoRA", "replace_conv2d_with_lora", "conv_lora_parameter_count", "check_conv2d_supported",
            "BASE", "MixedAdapterModel", "MultiLoRALinear", "PerRowModule", "serving_memory", "tensor_bytes"]

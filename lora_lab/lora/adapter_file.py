@@ -25,7 +25,7 @@ from .contents import (
 )
 from .interop import read_peft_adapter, save_peft_adapter
 from .layer import check_hparams, plain_number
-from .model import lora_layers, lora_parameter_names, lora_state_dict, shared_hparams, wrapper_for
+from .model import compiled_original, lora_layers, lora_parameter_names, lora_state_dict, shared_hparams, wrapper_for
 
 __all__ = ["save_adapter", "load_adapter", "read_adapter", "check_adapter_fits", "ADAPTER_FORMATS"]
 
@@ -97,13 +97,17 @@ def save_adapter(model: nn.Module, path, *, format: str = "lora_lab", extra: Ite
     if format not in ADAPTER_FORMATS:
         raise ValueError(f"format must be one of {ADAPTER_FORMATS}, got {format!r}: 'lora_lab' is read by "
                          "load_adapter, 'peft' by Hugging Face PEFT (and by load_adapter)")
+    for name, value in (("base_model", base_model), ("task", task)):  # what is saved must load: checked now
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string (or None), got {value!r}; e.g. {name}='gpt2'")
+    model = compiled_original(model)
+    path = Path(path).expanduser()
     if format == "peft":
         return save_peft_adapter(model, path, extra=extra, base_model=base_model)
     hp = shared_hparams(model)
     layers = lora_layers(model)
     if any(m.merged for m in layers.values()):
         raise ValueError("the model's LoRA layers are merged; call unmerge_lora(model) before save_adapter")
-    path = Path(path)
     tensors = {k: v.contiguous().cpu() for k, v in lora_state_dict(model, extra).items()}
     data = serialize(tensors, metadata={"format": "pt"})
     sha = hashlib.sha256(data).hexdigest()
@@ -342,7 +346,8 @@ def load_adapter(model: nn.Module, path, *, base_model: str | None = None) -> di
     trained on (their sha256) warns when loaded onto different weights: it will run, but its outputs will
     not be the ones measured in training. Returns the adapter's config.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    model = compiled_original(model)
     if _adapter_format(path) == "peft":
         adapter = read_peft_adapter(path, model)
     else:

@@ -14,9 +14,9 @@ from .conv import Conv2dWithLoRA
 from .layer import LinearWithLoRA, check_hparams, check_init
 from .targets import DEFAULT_EXCLUDE, wrap_layers
 
-__all__ = ["replace_linear_with_lora", "lora_layers", "merge_lora", "unmerge_lora", "mark_only_lora_trainable",
-           "mark_trainable", "ParamCount", "count_parameters", "lora_parameter_count", "lora_state_dict",
-           "shared_hparams", "selects", "lora_parameter_names"]
+__all__ = ["compiled_original", "replace_linear_with_lora", "lora_layers", "merge_lora", "unmerge_lora",
+           "mark_only_lora_trainable", "mark_trainable", "ParamCount", "count_parameters", "lora_parameter_count",
+           "lora_state_dict", "shared_hparams", "selects", "lora_parameter_names"]
 
 
 def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
@@ -59,6 +59,12 @@ def _lora_wrappers() -> dict[type, type]:
 def wrapper_for(module: nn.Module):
     """The LoRA wrapper class for this base layer, or None when LoRA here cannot adapt it."""
     return next((w for base, w in _lora_wrappers().items() if isinstance(module, base)), None)
+
+
+def compiled_original(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile(model)`` (it shares its parameters), so that adapter files name the
+    model's own modules, not ``_orig_mod.``-prefixed ones that would load onto nothing."""
+    return getattr(model, "_orig_mod", model) if type(model).__name__ == "OptimizedModule" else model
 
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
