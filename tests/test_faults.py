@@ -639,3 +639,36 @@ def test_what_saves_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     save_adapter(model, "~/home_adapter")
     assert (tmp_path / "home_adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and /dev/zero")
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_a_config_or_data_file_that_is_not_a_file_is_an_error_not_a_hang(tmp_path, kind):
+    """An adapter_config.json (or the data file) that is a FIFO would block its reader forever, and a link to
+    /dev/zero never ends: both are refused by name before anything is read."""
+    import signal
+
+    def make(path):
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            os.symlink("/dev/zero", path)
+
+    folder = tmp_path / "adapter"
+    save_adapter(lora_tiny(), folder)
+    (folder / "adapter_config.json").unlink()
+    make(folder / "adapter_config.json")
+    data = tmp_path / "data"
+    data.mkdir()
+    make(data / "SMSSpamCollection")
+    from lora_lab.data import load_sms_spam
+
+    signal.signal(signal.SIGALRM, lambda *a: pytest.fail("hung"))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ValueError, match="is not a regular file"):
+            load_adapter(fresh_base(), folder)
+        with pytest.raises(ValueError, match="is not a regular file"):
+            load_sms_spam(data)
+    finally:
+        signal.alarm(0)

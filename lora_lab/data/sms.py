@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..utils import env
-from ..utils.files import DataIntegrityError, atomic_write, verify_sha256
+from ..utils.files import DataIntegrityError, atomic_write, check_regular_file, verify_sha256
 from ..utils.machine import checkout_root
 from .bucketing import LengthBucketSampler
 
@@ -103,7 +103,7 @@ def load_sms_spam(data_dir=None, **download_kwargs) -> pd.DataFrame:
 
     Read with ``quoting=csv.QUOTE_NONE`` so a quote character is just a character (pandas' default would
     merge lines and strip quotes, giving 5,572 rows; see the module docstring)."""
-    path = download_sms_spam(data_dir, **download_kwargs)
+    path = check_regular_file(download_sms_spam(data_dir, **download_kwargs))
     df = pd.read_csv(path, sep="\t", header=None, names=["label", "text"], quoting=csv.QUOTE_NONE,
                      encoding="utf-8", keep_default_na=False, dtype=str)
     return df

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from torch import nn
 
-from ..utils.files import DataIntegrityError, atomic_write
+from ..utils.files import DataIntegrityError, atomic_write, check_regular_file, read_text_file
 from .contents import (
     ADAPTER_CONFIG,
     ADAPTER_FORMAT,
@@ -186,7 +186,7 @@ def _read_adapter(path: Path) -> tuple[dict, bytes]:
         raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
                                 f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = json.loads(read_text_file(cfg_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON ({e}): the adapter's config is damaged. "
                          "Save the adapter again.") from None
@@ -234,8 +234,10 @@ def read_adapter(path) -> AdapterContents:
 def _adapter_format(path: Path) -> str:
     """``"peft"`` when the folder's config was written by PEFT (it has ``peft_type``), else ``"lora_lab"``
     (whose reader then reports anything that is wrong with the folder)."""
+    if (path / ADAPTER_CONFIG).exists():
+        check_regular_file(path / ADAPTER_CONFIG, 1 << 20)  # a FIFO or /dev/zero: an error now, not a hang
     try:
-        cfg = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        cfg = json.loads(read_text_file(path / ADAPTER_CONFIG))
     except (OSError, ValueError):
         return "lora_lab"
     return "peft" if isinstance(cfg, dict) and "peft_type" in cfg else "lora_lab"

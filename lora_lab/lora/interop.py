@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..models.protocol import HFLayout
-from ..utils.files import atomic_write, permissions
+from ..utils.files import atomic_write, permissions, read_text_file
 from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
 from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
@@ -352,7 +352,7 @@ def export_base(model: nn.Module, path) -> Path:
 def _read_peft_config(path: Path) -> dict:
     cfg_path = path / ADAPTER_CONFIG
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = json.loads(read_text_file(cfg_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{cfg_path} is not valid JSON ({e}); save the adapter again") from None
     if cfg.get("peft_type") != "LORA":

@@ -9,11 +9,12 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 __all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json", "permissions",
-           "copy_verified"]
+           "check_regular_file", "read_text_file", "copy_verified"]
 
 
 class DataIntegrityError(RuntimeError, ValueError):
@@ -28,7 +29,7 @@ class DataIntegrityError(RuntimeError, ValueError):
 def sha256_of(path) -> str:
     """The sha256 of a file's bytes, as 64 hex digits (read in 1 MiB chunks, so large weights fit in memory)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(check_regular_file(path), "rb") as f:  # a FIFO would block here forever
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -61,6 +62,25 @@ def permissions(full: int = 0o666) -> int:
     mask = os.umask(0o022)  # elsewhere: read by setting it, and put it back at once
     os.umask(mask)
     return full & ~mask
+
+
+def check_regular_file(path, limit: int | None = None) -> Path:
+    """``path`` if it is a regular file (of at most ``limit`` bytes); else ``ValueError`` naming it. Checked
+    before anything opens it: a FIFO would block a reader forever, and a link to ``/dev/zero`` never ends."""
+    path = Path(path)
+    st = os.stat(path)  # follows links: a link to a device is a device
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file (a FIFO, a device or a socket?); replace it with the file "
+                         "it should be")
+    if limit is not None and st.st_size > limit:
+        raise ValueError(f"{path} is {st.st_size:,} bytes, more than the {limit:,} such a file can be; it is not "
+                         "the file it should be")
+    return path
+
+
+def read_text_file(path, limit: int = 1 << 20) -> str:
+    """A small text file (a config: 1 MiB at most), checked by :func:`check_regular_file` first."""
+    return check_regular_file(path, limit).read_text(encoding="utf-8")
 
 
 def atomic_write(path, write) -> Path:
