@@ -290,7 +290,7 @@ def test_lengths_of_the_wrong_shape_are_a_clear_error(tiny_model):
 @pytest.mark.needs_data
 def test_empty_messages_are_rejected_by_the_dataset():
     df = pd.DataFrame({"text": ["hello there", "", "win a prize"], "label_id": [0, 1, 1]})
-    with pytest.raises(ValueError, match=r"1 message\(s\) have no tokens.*index 1"):
+    with pytest.raises(ValueError, match=r"1 message\(s\) are empty or blank.*index 1"):
         SpamDataset(df)
     with pytest.raises(ValueError, match="no tokens"):
         collate([([1, 2], 0), ([], 1)])
