@@ -672,3 +672,39 @@ def test_a_config_or_data_file_that_is_not_a_file_is_an_error_not_a_hang(tmp_pat
             load_sms_spam(data)
     finally:
         signal.alarm(0)
+
+
+def _rewrite_adapter(folder, edit):
+    """Change an adapter file's tensors with ``edit(tensors)`` and re-sign it (a well-formed, consistent
+    folder whose contents do not match what it declares)."""
+    from safetensors.torch import load_file, save
+
+    tensors = edit(load_file(str(folder / "adapter.safetensors")))
+    data = save(tensors, metadata={"format": "pt"})
+    (folder / "adapter.safetensors").write_bytes(data)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg.update(sha256=hashlib.sha256(data).hexdigest(), num_tensors=len(tensors))
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+
+
+def test_every_tensor_in_an_adapter_is_applied_or_the_load_fails(tmp_path):
+    """Nothing outside the declared modules is touched (a stray embedding would overwrite the frozen base), and
+    nothing is silently dropped (a head weight under a layer the adapter wraps): both are refused by name."""
+    save_adapter(lora_tiny(), tmp_path / "a")
+    _rewrite_adapter(tmp_path / "a", lambda t: {**t, "transformer.wte.weight": torch.zeros(TINY.vocab_size,
+                                                                                           TINY.n_embd)})
+    model = fresh_base()
+    snap = snapshot(model)
+    with pytest.raises(AdapterMismatchError, match=r"transformer\.wte\.weight.*outside the LoRA layers"):
+        load_adapter(model, tmp_path / "a")
+    assert_unchanged(model, snap)
+
+    head_too = replace_linear_with_lora(fresh_base(), 4, 8, exclude=())  # the head wrapped as well
+    save_adapter(head_too, tmp_path / "b")
+    _rewrite_adapter(tmp_path / "b", lambda t: {("classifier.weight" if k == "classifier.linear.weight" else k): v
+                                                for k, v in t.items()})
+    model = fresh_base()
+    snap = snapshot(model)
+    with pytest.raises(AdapterMismatchError, match=r"classifier\.weight.*inside classifier, which the adapter wraps"):
+        load_adapter(model, tmp_path / "b")
+    assert_unchanged(model, snap)

@@ -25,7 +25,15 @@ from .contents import (
 )
 from .interop import read_peft_adapter, save_peft_adapter
 from .layer import check_hparams, plain_number
-from .model import compiled_original, lora_layers, lora_parameter_names, lora_state_dict, shared_hparams, wrapper_for
+from .model import (
+    compiled_original,
+    lora_layers,
+    lora_parameter_names,
+    lora_state_dict,
+    selects,
+    shared_hparams,
+    wrapper_for,
+)
 
 __all__ = ["save_adapter", "load_adapter", "read_adapter", "check_adapter_fits", "ADAPTER_FORMATS"]
 
@@ -287,10 +295,18 @@ def check_adapter_fits(model: nn.Module, adapter: AdapterContents, *, base_model
             expected.update({f"{n}.lora.{k}": shape for k, shape in shapes.items()})
         to_wrap = list(names)
     problems = [f"{k}: missing from the adapter" for k in expected if k not in adapter.tensors]
+    declared = adapter.config.get("extra_modules")  # lora_lab's format says which modules besides LoRA it holds
     for k, v in adapter.tensors.items():
         want = expected.get(k, tuple(own[k].shape) if k in own else None)
         name = f"{k} (file: {adapter.sources[k]})" if k in adapter.sources else k
-        if want is None:
+        under = next((n for n in to_wrap if k.startswith(n + ".")), None)
+        if k not in expected and under is not None:
+            problems.append(f"{name}: inside {under}, which the adapter wraps with LoRA, so this weight would be "
+                            "dropped")
+        elif k not in expected and isinstance(declared, list) and not selects(k, declared):
+            problems.append(f"{name}: outside the LoRA layers and the modules the config declares "
+                            f"(extra_modules {declared}), so loading it would change the base model")
+        elif want is None:
             problems.append(f"{name}: not in model")
         elif tuple(v.shape) != want:
             problems.append(f"{name}: adapter {tuple(v.shape)} vs model {want}")
@@ -316,7 +332,10 @@ def _apply_adapter(model: nn.Module, adapter: AdapterContents, to_wrap: list[str
             wrapped.append(n)
         for m in lora_layers(model).values():
             m.lora.set_hparams(alpha=hp["alpha"], use_rslora=hp["use_rslora"], dropout=hp["dropout"])
-        model.load_state_dict(adapter.tensors, strict=False)
+        unexpected = model.load_state_dict(adapter.tensors, strict=False).unexpected_keys
+        if unexpected:  # checked above; this is the last line of defence against a silent partial load
+            raise AdapterMismatchError(f"adapter {adapter.path}: {unexpected[:5]} match nothing in the model; "
+                                       "nothing was loaded")
     except BaseException:
         for n in wrapped:
             model.set_submodule(n, modules[n])
