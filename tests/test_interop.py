@@ -417,6 +417,14 @@ def test_minilm_adapter_and_merged_encoder_load_in_transformers(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(batch["input_ids"], lengths), expected_logits, atol=1e-6, rtol=1e-6)
 
+    # its head.safetensors gone, or a folder in its place: an error, not a model with an untrained head
+    (out / "head.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="saved with its head in head.safetensors, which is missing"):
+        load_adapter(MiniLMClassifier(copy.deepcopy(enc)), out)
+    (out / "head.safetensors").mkdir()
+    with pytest.raises(FileNotFoundError, match="missing or not a file"):
+        load_adapter(MiniLMClassifier(copy.deepcopy(enc)), out)
+
 
 # --- the command line ------------------------------------------------------------------------------------
 @pytest.mark.needs_data

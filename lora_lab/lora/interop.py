@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..models.protocol import HFLayout
-from ..utils.files import atomic_write, permissions, read_text_file
+from ..utils.files import atomic_write, check_regular_file, permissions, read_text_file
 from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
 from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
@@ -56,6 +56,7 @@ __all__ = ["save_peft_adapter", "read_peft_adapter", "export_merged", "export_ba
 PEFT_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 HEAD_WEIGHTS = "head.safetensors"  # the MiniLM head: no transformers class pools like ours
+HEAD_NOTE = "lora_lab.head"  # in adapter_model.safetensors' metadata when the head was saved beside it
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 # GPT-2's projections are Conv1D in transformers: weight (in, out), the transpose of our nn.Linear's
@@ -201,10 +202,10 @@ def _write_folder(path, files: dict[str, Callable], marker: str) -> Path:
     return path
 
 
-def _safetensors(tensors: dict) -> Callable:
+def _safetensors(tensors: dict, **metadata: str) -> Callable:
     from safetensors.torch import save_file
 
-    return lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
+    return lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", **metadata})
 
 
 def _json(obj) -> Callable:
@@ -283,6 +284,9 @@ def save_peft_adapter(model: nn.Module, path, *, extra: Iterable[str] = ("classi
     files = {PEFT_WEIGHTS: _safetensors(tensors)}
     if head and selects(lay.head, extra):
         files[HEAD_WEIGHTS] = _safetensors(head)
+        # PEFT ignores a safetensors file's metadata: the note that the head is beside it, so a reader can tell
+        # a missing head.safetensors from an adapter that never had one
+        files[PEFT_WEIGHTS] = _safetensors(tensors, **{HEAD_NOTE: HEAD_WEIGHTS})
     config = {
         "peft_type": "LORA",
         "task_type": lay.task_type,
@@ -414,6 +418,14 @@ def _check_target_modules(cfg: dict, weights: Path, model: nn.Module, lay: HFLay
                                        "nothing was loaded.")
 
 
+def _metadata(weights: Path) -> dict:
+    """A safetensors file's metadata (its header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        return f.metadata() or {}
+
+
 def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
     """Read and verify a PEFT LoRA folder, and name its tensors as ``model`` names them (GPT-2 or MiniLM).
 
@@ -507,8 +519,12 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
                 bias = (tensors[w_key].double() @ delta).to(bias.dtype)
                 sources[b_key] = sources.pop(ln_b)
             tensors[b_key] = bias
-    if lay.head and lay.hf_head is None and (path / HEAD_WEIGHTS).is_file():  # MiniLM's head, beside the adapter
-        for k, t in load_file(str(path / HEAD_WEIGHTS)).items():
+    head_file = path / HEAD_WEIGHTS
+    if lay.head and lay.hf_head is None and (head_file.exists() or _metadata(weights).get(HEAD_NOTE)):
+        if not head_file.is_file():  # saved with its head (the weights say so), which is gone or not a file
+            raise FileNotFoundError(f"{path} was saved with its head in {HEAD_WEIGHTS}, which is missing or not a "
+                                    "file: the model would run with an untrained head. Save the adapter again.")
+        for k, t in load_file(str(check_regular_file(head_file))).items():
             tensors[f"{lay.head}.{k}"], sources[f"{lay.head}.{k}"] = t, f"{HEAD_WEIGHTS}:{k}"
         check_finite(tensors, path)
     hparams = {"rank": rank, "alpha": plain_number(cfg["lora_alpha"]), "use_rslora": bool(cfg.get("use_rslora", False)),
