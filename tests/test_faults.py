@@ -708,3 +708,37 @@ def test_every_tensor_in_an_adapter_is_applied_or_the_load_fails(tmp_path):
     with pytest.raises(AdapterMismatchError, match=r"classifier\.weight.*inside classifier, which the adapter wraps"):
         load_adapter(model, tmp_path / "b")
     assert_unchanged(model, snap)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_exports_never_delete_what_they_did_not_write(tmp_path):
+    """Re-exporting keeps the files a user added to an earlier export; a PEFT save into a lora_lab adapter folder
+    is refused; an export onto a symlink writes into the folder it names (the link stays); a staging folder that
+    a killed export left behind is removed by the next one."""
+    pytest.importorskip("transformers")
+    from lora_lab.lora import export_merged
+
+    model = lora_tiny()
+    out = export_merged(model, tmp_path / "merged")
+    (out / "README.md").write_text("my notes")
+    (out / "extra").mkdir()
+    (out / "extra" / "tokenizer.json").write_text("{}")
+    stale = tmp_path / ".merged.killed.tmp"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    export_merged(model, out)
+    assert (out / "README.md").read_text() == "my notes" and (out / "extra" / "tokenizer.json").is_file()
+    assert (out / "config.json").is_file() and not stale.exists()
+
+    save_adapter(model, tmp_path / "ours")
+    (tmp_path / "ours" / "NOTES.txt").write_text("keep")
+    before = sorted(p.name for p in (tmp_path / "ours").iterdir())
+    with pytest.raises(FileExistsError, match="holds a lora_lab adapter"):
+        save_adapter(model, tmp_path / "ours", format="peft")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == before
+
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    export_merged(model, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "target" / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

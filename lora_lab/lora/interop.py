@@ -170,6 +170,27 @@ def check_export_folder(path, marker: str, files=()) -> None:
     if others and not (path / marker).exists():
         raise FileExistsError(f"{path} holds other files ({others[:5]}), which the export would delete; "
                               "export into a new or empty folder")
+    if marker == ADAPTER_CONFIG and (path / marker).exists():
+        try:
+            is_peft = "peft_type" in json.loads(read_text_file(path / marker))
+        except (ValueError, TypeError, OSError):
+            is_peft = False
+        if not is_peft:
+            raise FileExistsError(f"{path} holds a lora_lab adapter (or a damaged config), which a PEFT folder "
+                                  "would replace; save the PEFT folder into another folder")
+
+
+# what exports write: on a re-export these are replaced, and anything else in the folder (a README, a tokenizer
+# the user added) is carried over into the new folder
+EXPORT_FILES = {HF_CONFIG, HF_WEIGHTS, HEAD_WEIGHTS, ADAPTER_CONFIG, PEFT_WEIGHTS}
+
+
+def _remove_stale_stages(path: Path) -> None:
+    """Staging folders that a killed export left beside ``path`` (hidden, hundreds of MB for a merged GPT-2):
+    ours to remove. One writer per folder at a time, as for adapters."""
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}.*.tmp.old")]:
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _write_folder(path, files: dict[str, Callable], marker: str) -> Path:
@@ -177,15 +198,24 @@ def _write_folder(path, files: dict[str, Callable], marker: str) -> Path:
     folder is renamed into place (an old export at ``path`` is moved aside and deleted only after), so a
     crash leaves the old folder or the new one, never a new config beside old weights. ``path`` must be new,
     empty, or an earlier export (it has ``marker``): a folder of other files is not replaced."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_symlink():  # export into the folder the link names; the link itself stays as it is
+        path = path.resolve()
     check_export_folder(path, marker, files)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_stages(path)
     stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(stage, permissions(0o777))  # mkdtemp made it private; the folder it becomes follows the umask
     try:
         for name, write in files.items():
             atomic_write(stage / name, write)
         if path.exists():
+            for p in path.iterdir():  # the user's own files: copied (the originals stay until the swap)
+                if p.name not in EXPORT_FILES and p.name not in files:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.copytree(p, stage / p.name, symlinks=True)
+                    else:
+                        shutil.copy2(p, stage / p.name, follow_symlinks=False)
             old = stage.with_name(stage.name + ".old")
             os.replace(path, old)
             try:
