@@ -742,3 +742,38 @@ def test_exports_never_delete_what_they_did_not_write(tmp_path):
     export_merged(model, tmp_path / "link")
     assert (tmp_path / "link").is_symlink() and (tmp_path / "target" / "config.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+WRITER_SCRIPT = """
+import sys, torch
+from lora_lab.lora import replace_linear_with_lora, save_adapter
+from lora_lab.models.gpt2 import GPT, PRESETS
+models = []
+for seed in (1, 2):
+    torch.manual_seed(seed)
+    m = replace_linear_with_lora(GPT(PRESETS["tiny"]).to_classifier(2), 4, 8)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.01 * seed)
+    models.append(m)
+for i in range(int(sys.argv[2])):
+    save_adapter(models[i % 2], sys.argv[1])
+print("WROTE", sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_readers_never_break_a_writer_nor_see_a_false_corrupt_adapter(tmp_path):
+    """One process saves an adapter over and over while this one loads it: every save succeeds (a reader used
+    to finish the writer's pending rename under it) and every load gets a whole adapter (it used to report a
+    false DataIntegrityError between the writer's steps)."""
+    save_adapter(lora_tiny(), tmp_path / "a")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(tmp_path / "a"), "1000"], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    loads = 0
+    while writer.poll() is None:
+        load_adapter(fresh_base(), tmp_path / "a")
+        loads += 1
+    out, err = writer.communicate()
+    assert writer.returncode == 0 and "WROTE 1000" in out, err[-2000:]
+    assert loads > 10

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -97,8 +98,8 @@ def save_adapter(model: nn.Module, path, *, format: str = "lora_lab", extra: Ite
        it the folder holds the old adapter, after it the new one;
     4. the hidden file is renamed to ``adapter.safetensors`` and leftovers of interrupted saves are removed.
 
-    If a crash falls between 3 and 4, :func:`load_adapter` finds the committed weights by their hash
-    and finishes the move. One writer per folder at a time.
+    If a crash falls between 3 and 4, :func:`load_adapter` finds the committed weights by their hash (it never
+    changes the folder: the next save finishes the move). One writer per folder at a time; any number of readers.
     """
     from safetensors.torch import save as serialize
 
@@ -193,35 +194,37 @@ def _read_adapter(path: Path) -> tuple[dict, bytes]:
     if not cfg_path.is_file() or not (weights.is_file() or any(path.glob(".adapter.*.safetensors"))):
         raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
                                 f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
-    try:
-        cfg = json.loads(read_text_file(cfg_path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}): the adapter's config is damaged. "
-                         "Save the adapter again.") from None
-    cfg = _validated_config(cfg, cfg_path)
-    data = weights.read_bytes() if weights.is_file() else b""
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != cfg["sha256"]:
-        pending = _pending(path, cfg["sha256"])
-        # a save that was interrupted after its commit point: the committed weights wait under their hash
-        if pending.is_file() and hashlib.sha256(blob := pending.read_bytes()).hexdigest() == cfg["sha256"]:
-            data = blob
-            try:
-                os.replace(pending, weights)  # finish that save
-            except OSError:
-                pass  # a read-only folder: loading works all the same
-        else:
-            # the package's one checksum error (lora_lab.utils.files.verify_sha256 raises it too). verify_sha256 itself
-            # is not called: it hashes a path, and these bytes, already read, are the ones that get loaded
-            raise DataIntegrityError(f"adapter weights {weights} are corrupt or were changed: sha256 {actual}, "
-                                     f"expected {cfg['sha256']} from its config. Save the adapter again.")
-    return cfg, data
+    for _ in range(5):  # a writer may be between its steps (a new config, its weights not yet renamed): look again
+        try:
+            cfg = json.loads(read_text_file(cfg_path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_path} is not valid JSON ({e}): the adapter's config is damaged. "
+                             "Save the adapter again.") from None
+        cfg = _validated_config(cfg, cfg_path)
+        data = weights.read_bytes() if weights.is_file() else b""
+        actual = hashlib.sha256(data).hexdigest()
+        if actual == cfg["sha256"]:
+            return cfg, data
+        # a save interrupted after its commit point (or still running): the committed weights wait under their
+        # hash. They are read from there; a reader never changes the folder (the next save tidies it up)
+        try:
+            blob = _pending(path, cfg["sha256"]).read_bytes()
+        except OSError:
+            blob = b""
+        if hashlib.sha256(blob).hexdigest() == cfg["sha256"]:
+            return cfg, blob
+        time.sleep(0.05)
+    # the package's one checksum error (lora_lab.utils.files.verify_sha256 raises it too). verify_sha256 itself is
+    # not called: it hashes a path, and these bytes, already read, are the ones that get loaded
+    raise DataIntegrityError(f"adapter weights {weights} are corrupt or were changed: sha256 {actual}, "
+                             f"expected {cfg['sha256']} from its config. Save the adapter again.")
 
 
 def read_adapter(path) -> AdapterContents:
     """Read and verify a folder written by :func:`save_adapter` (``format="lora_lab"``): the config's fields,
-    the weights' sha256 (finishing a save interrupted after its commit point), that the weights parse and
-    are finite. Touches no model; raises ``ValueError`` (or ``FileNotFoundError``) naming the file."""
+    the weights' sha256 (or those of a save interrupted after its commit point, read without changing the
+    folder), that the weights parse and are finite. Touches no model; raises ``ValueError`` (or
+    ``FileNotFoundError``) naming the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load as deserialize
 
