@@ -777,3 +777,32 @@ def test_readers_never_break_a_writer_nor_see_a_false_corrupt_adapter(tmp_path):
     out, err = writer.communicate()
     assert writer.returncode == 0 and "WROTE 1000" in out, err[-2000:]
     assert loads > 10
+
+
+@pytest.mark.needs_data
+def test_a_run_written_over_an_earlier_one_is_whole_even_when_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C while a run's results are written over an earlier run's: the folder holds the earlier run, whole
+    (it used to hold new metrics beside the old adapter and curves). Finished, it holds the new run only; files
+    of yours beside a run are left alone."""
+    from lora_lab.experiments import finetune_job
+
+    out = tmp_path / "run"
+    args = ["--model", "tiny", "--weights", "random", "--subset", "10", "--epochs", "1", "--device", "cpu",
+            "--out", str(out)]
+    finetune_job.main(args + ["--seed", "1"])
+    first = (out / "metrics.json").read_text(), (out / "adapter" / "adapter_config.json").read_text()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_job, "plot_history", interrupted)  # after the history and adapter are staged
+    with pytest.raises(KeyboardInterrupt):
+        finetune_job.main(args + ["--seed", "2"])
+    assert ((out / "metrics.json").read_text(), (out / "adapter" / "adapter_config.json").read_text()) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left behind
+    monkeypatch.undo()
+
+    (out / "notes.txt").write_text("mine")
+    finetune_job.main(args + ["--seed", "2", "--no-plot"])
+    assert (out / "metrics.json").read_text() != first[0] and (out / "notes.txt").read_text() == "mine"
+    assert not (out / "curves.png").exists()  # the earlier run's figure does not stay beside the new run

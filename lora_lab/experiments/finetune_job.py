@@ -19,6 +19,8 @@ import dataclasses
 import math
 import numbers
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ from ..lora.targets import TARGET_PRESETS
 from ..models.gpt2 import GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of, load_pretrained
 from ..train import distributed
 from ..train.methods import DEFAULT_LR, METHODS
-from ..utils.files import atomic_write, write_json
+from ..utils.files import atomic_write, permissions, write_json
 from ..utils.machine import device_name, set_seed
 from ..utils.plots import plot_history
 from .profiles import SMOKE_BANNER, gpt2_backbone
@@ -337,22 +339,55 @@ def run(config: FinetuneConfig) -> dict:
     return {"metrics": metrics, "history": hist, "model": model}
 
 
+RUN_FILES = ("metrics.json", "history.csv", "curves.png", "adapter", "adapter_peft", "merged")  # what a run writes
+
+
 def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, test_acc: float) -> None:
-    """metrics.json, history.csv, the adapter (LoRA) and curves.png into ``out``, each written atomically."""
+    """metrics.json, history.csv, the adapter (LoRA), the exports and curves.png into ``out``, as one run.
+
+    Everything is written into a hidden staging folder beside ``out`` first. When ``out`` holds nothing but an
+    earlier run (or nothing), the staging folder then replaces it whole, so an interrupted write (Ctrl-C, a
+    full disk) leaves the earlier run or the new one, never new metrics beside an old adapter. When ``out`` also
+    holds files of yours, the new run's entries are moved in one by one instead (``metrics.json``, the run's
+    record, last) and your files are left alone."""
     smoke = metrics["smoke_numbers_mean_nothing"]
-    out = Path(c.out)
+    out = Path(c.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
-    write_json(out / "metrics.json", metrics)
-    if c.method == "lora":
-        save_adapter(model, out / "adapter", base_model=c.model, task="sms-spam")
-    if "peft" in c.export:
-        save_adapter(model, out / "adapter_peft", format="peft", base_model=c.model)
-    if "merged" in c.export:
-        export_merged(model, out / "merged")
-    if c.plot:
-        fig = plot_history(hist, title=f"{c.method} on {c.model}" + (" (SMOKE: meaningless)" if smoke else ""))
-        atomic_write(out / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.run-", suffix=".tmp"))
+    os.chmod(stage, permissions(0o777))  # the folder it may become follows the umask
+    try:
+        atomic_write(stage / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
+        if c.method == "lora":
+            save_adapter(model, stage / "adapter", base_model=c.model, task="sms-spam")
+        if "peft" in c.export:
+            save_adapter(model, stage / "adapter_peft", format="peft", base_model=c.model)
+        if "merged" in c.export:
+            export_merged(model, stage / "merged")
+        if c.plot:
+            fig = plot_history(hist, title=f"{c.method} on {c.model}" + (" (SMOKE: meaningless)" if smoke else ""))
+            atomic_write(stage / "curves.png",
+                         lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        write_json(stage / "metrics.json", metrics)
+        if all(p.name in RUN_FILES for p in out.iterdir()):  # out is a run folder: swap it whole
+            old = stage.with_name(stage.name + ".old")
+            os.replace(out, old)
+            try:
+                os.replace(stage, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # your files are in out too: replace the run's entries only (the old ones set aside), the record last
+            trash = stage.with_name(stage.name + ".old")
+            trash.mkdir()
+            for name in sorted(RUN_FILES, key=lambda n: n == "metrics.json"):
+                if (out / name).exists() or (out / name).is_symlink():
+                    os.replace(out / name, trash / name)
+                if (stage / name).exists():
+                    os.replace(stage / name, out / name)
+    finally:
+        for leftover in (stage, stage.with_name(stage.name + ".old")):
+            shutil.rmtree(leftover, ignore_errors=True)
     print(f"test accuracy {test_acc:.1%}, wall time {wall:.1f}s (with evaluation); wrote {out}/")
     if smoke:
         print("(smoke run with random weights: these numbers mean nothing)")
