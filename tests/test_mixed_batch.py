@@ -286,3 +286,23 @@ def test_rows_are_put_back_in_order_or_a_clear_error(tmp_path):
         torch.testing.assert_close(y[2:], adapted(x[2:])["logits"], atol=1e-6, rtol=0)
         with pytest.raises(TypeError, match="returned dict.*already grouped by adapter"):
             mixed(x, adapters=["t", BASE, "t", BASE])
+
+
+def test_peft_folders_serve_and_a_head_both_whole_and_lora_is_refused(gpt_base, gpt_adapters, tmp_path):
+    """What saves must serve: a PEFT folder written by save_adapter goes into a mixed batch (it failed with
+    KeyError: 'extra_modules'), and rows equal the adapter alone; adapters that treat the head differently (one
+    saves it whole, one wraps it with LoRA) are refused when the model is built, not on its first batch."""
+    pytest.importorskip("transformers")
+    m = replace_linear_with_lora(gpt_base(), 4, 8)
+    mark_only_lora_trainable(m)
+    _trained_like(m, 3)
+    save_adapter(m, tmp_path / "p", format="peft")
+    mixed = MixedAdapterModel(gpt_base(), {"p": tmp_path / "p", "a": gpt_adapters["a"]})
+    alone = _alone(gpt_base, {"p": tmp_path / "p"}, torch.float32)["p"]
+    with torch.no_grad():
+        torch.testing.assert_close(mixed(X, LENGTHS, adapters=["p"] * len(X)), alone(X, LENGTHS), atol=1e-5,
+                                   rtol=1e-5)
+    head_lora = replace_linear_with_lora(gpt_base(), 4, 8, exclude=())  # the head wrapped with LoRA too
+    save_adapter(head_lora, tmp_path / "h", extra=())
+    with pytest.raises(ValueError, match="'classifier' contains .*'classifier'"):
+        MixedAdapterModel(gpt_base(), {"h": tmp_path / "h", "a": gpt_adapters["a"]})

@@ -559,5 +559,8 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
         check_finite(tensors, path)
     hparams = {"rank": rank, "alpha": plain_number(cfg["lora_alpha"]), "use_rslora": bool(cfg.get("use_rslora", False)),
                "dropout": float(cfg.get("lora_dropout", 0.0) or 0.0)}
-    return AdapterContents(path=path, config={**cfg, "format": "peft"}, layers=sorted(lora_ab), hparams=hparams,
+    lora_names = {f"{n}.lora.{ab}" for n in lora_ab for ab in "AB"}
+    extra_modules = sorted({k.rsplit(".", 1)[0] for k in tensors if k not in lora_names})  # in our names
+    config = {**cfg, "format": "peft", "extra_modules": extra_modules}  # as lora_lab's own config says it
+    return AdapterContents(path=path, config=config, layers=sorted(lora_ab), hparams=hparams,
                            tensors=tensors, sources=sources)

@@ -183,7 +183,9 @@ class MixedAdapterModel(nn.Module):
                     raise AdapterMismatchError(f"adapter {name!r} saved the extra module {module_name!r}, which "
                                                "the base model does not have") from None
             del scratch  # what we keep (LoRALayers, extra modules) holds no reference to the copied base weights
-        clash = [(e, n) for e in extras for n in [*loras, *extras] if n != e and _overlaps(e, n)]
+        # a module that one adapter replaces whole and another adapts with LoRA (e.g. the head) cannot be both
+        clash = [(e, n) for e in extras for n in loras if _overlaps(e, n)]
+        clash += [(e, n) for e in extras for n in extras if n != e and _overlaps(e, n)]
         if clash:
             raise ValueError(f"the extra module {clash[0][0]!r} contains (or sits inside) {clash[0][1]!r}, which "
                              "another adapter also changes: a mixed batch can give a module per-row copies or "
