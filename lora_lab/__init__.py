@@ -5,15 +5,16 @@
 The folders are layers, lowest first; a module imports only from its own layer or the ones below it
 (tests/test_layers.py checks, and that there is no import cycle):
 
-* :mod:`lora_lab.utils` - files, the machine, number formats, threads, plots; imports nothing of lora_lab
+* :mod:`lora_lab.utils` - environment variables, files, the machine, number formats, threads, plots; imports nothing
+  of lora_lab
 * :mod:`lora_lab.models` and :mod:`lora_lab.data` - the backbones (GPT-2, MiniLM) and the SMS Spam Collection
 * :mod:`lora_lab.lora` - the subject: the layer, which layers it wraps, merging, adapter files, PEFT interop
 * :mod:`lora_lab.train` - the training loop, the fine-tuning methods, DDP, what a run costs
 * :mod:`lora_lab.experiments` - many fine-tunes and their results files: profiles, benchmarks, claims
 * :mod:`lora_lab.course` - notebook material: exercises, lessons, student edition, slides, widgets
 
-The commands, ``python -m lora_lab.<command>`` (each runs a ``main()`` from the layers above; ``finetune``
-also under ``torchrun -m``):
+The commands, ``python -m lora_lab.<command>`` (each but ``cache`` runs a ``main()`` from the layers above;
+``finetune`` also under ``torchrun -m``):
 
 * :mod:`lora_lab.finetune` - one fine-tune (:mod:`lora_lab.experiments.finetune_job`)
 * :mod:`lora_lab.bench` - speed and memory, full vs LoRA (:mod:`lora_lab.experiments.bench`)
@@ -23,7 +24,7 @@ also under ``torchrun -m``):
 * :mod:`lora_lab.lessons` - the lessons' run times and cards (:mod:`lora_lab.course.lessons`)
 * :mod:`lora_lab.student` - the student edition (:mod:`lora_lab.course.student`)
 * :mod:`lora_lab.slides` - reveal.js decks (:mod:`lora_lab.course.slides`)
-* :mod:`lora_lab.cache` - fill the download caches offline (``python -m lora_lab.cache seed``)
+* :mod:`lora_lab.cache` - fill the download caches offline (``python -m lora_lab.cache seed``; its code is here)
 """
 from .utils import threads as _threads
 

@@ -63,7 +63,7 @@ def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="pass a local folder with model.safetensors") as e:
         load_pretrained("gpt2", cache_dir=tmp_path, local_files_only=True)
     assert "openai-community/gpt2" in str(e.value)
-    # the library cannot know how it was called: the notebooks' loader (settings.load_gpt2) adds the
+    # the library cannot know how it was called: the notebooks' loader (experiments.profiles.load_gpt2) adds the
     # profiles, the command line its own flags; a profile variable the caller ignores is no help here
     assert "LORA_LAB_PROFILE" not in str(e.value)
     # a hub that cannot be reached (a closed port on this machine) gives the same clear error, after trying

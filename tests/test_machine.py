@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from lora_lab.train.loop import default_progress
-from lora_lab.utils import env, threads
-from lora_lab.utils import machine as nbtools
+from lora_lab.utils import env, machine, threads
 from lora_lab.utils.machine import pick_device
 from lora_lab.utils.precision import precision_for
 
@@ -15,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_checkout_root_is_the_folder_with_pyproject():
-    assert nbtools.checkout_root() == ROOT
+    assert machine.checkout_root() == ROOT
 
 
 def test_git_commit_names_head_and_says_when_tracked_files_differ(monkeypatch):
@@ -23,25 +22,25 @@ def test_git_commit_names_head_and_says_when_tracked_files_differ(monkeypatch):
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
-    assert nbtools.git_commit() == head.strip() + ("+uncommitted changes" if dirty else "")
+    assert machine.git_commit() == head.strip() + ("+uncommitted changes" if dirty else "")
 
 
 def test_git_commit_taken_from_the_environment_where_there_is_no_git(monkeypatch):
     monkeypatch.setenv("LORA_LAB_COMMIT", "abc1234")
-    assert nbtools.git_commit() == "abc1234"
+    assert machine.git_commit() == "abc1234"
 
 
 def test_no_checkout_no_commit(monkeypatch):
     monkeypatch.delenv("LORA_LAB_COMMIT", raising=False)
-    monkeypatch.setattr(nbtools, "checkout_root", lambda: None)
-    assert nbtools.git_commit() is None
+    monkeypatch.setattr(machine, "checkout_root", lambda: None)
+    assert machine.git_commit() is None
 
 
 def test_committed_file_finds_the_checkouts_file_first(monkeypatch):
-    assert nbtools.committed_file("claims", "claims-offline.json") == ROOT / "benchmarks/claims/claims-offline.json"
-    assert nbtools.committed_file("no-such-file.json") is None
-    monkeypatch.setattr(nbtools, "checkout_root", lambda: None)  # installed from a wheel: only the packaged copy
-    found = nbtools.committed_file("lesson-times.json")
+    assert machine.committed_file("claims", "claims-offline.json") == ROOT / "benchmarks/claims/claims-offline.json"
+    assert machine.committed_file("no-such-file.json") is None
+    monkeypatch.setattr(machine, "checkout_root", lambda: None)  # installed from a wheel: only the packaged copy
+    found = machine.committed_file("lesson-times.json")
     assert found is None or (found.name == "lesson-times.json" and ROOT / "benchmarks" != found.parent)
 
 

@@ -1,4 +1,4 @@
-"""The reveal.js decks (``make slides``, :mod:`lora_lab.slides`) as files: everything they load is local, every
+"""The reveal.js decks (``make slides``, :mod:`lora_lab.course.slides`) as files: everything they load is local, every
 figure has its alt text, skipped cells are gone. ``tests/browser/test_deck_in_browser.py`` opens one in Chromium."""
 import re
 

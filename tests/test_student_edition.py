@@ -1,4 +1,4 @@
-"""The student edition (``make student``, :mod:`lora_lab.student`): the lessons without solutions or outputs,
+"""The student edition (``make student``, :mod:`lora_lab.course.student`): the lessons without solutions or outputs,
 and, slow, every lesson of it executed top to bottom in the smoke profile with its exercises unanswered."""
 import json
 import os

@@ -204,7 +204,6 @@ def measure(profiles=("offline", "smoke"), only=None, out: Path | None = None, l
     entries are kept), written atomically."""
     import torch
 
-
     out = out or REPO / "benchmarks" / TIMES_FILE
     data = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     data["about"] = ("Run time of each notebook, whole, per profile: measured, never estimated. "

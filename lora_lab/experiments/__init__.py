@@ -1,4 +1,5 @@
-"""Experiments: many fine-tunes and the results files they write; each command's ``main()`` lives here.
+"""Experiments: many fine-tunes and the results files they write; the ``main()`` of the commands that run them
+(finetune, bench, claims, precision, threads) lives here.
 
 * :mod:`lora_lab.experiments.profiles` - the notebooks' real / offline / smoke profiles, and loading their backbones
 and data

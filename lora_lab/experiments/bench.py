@@ -41,7 +41,7 @@ from pathlib import Path
 from ..data.sms import SpamDataset, make_loader, spam_splits
 from ..lora.model import count_parameters, merge_lora, replace_linear_with_lora
 from ..models.gpt2 import GPT, PRESETS
-from ..train.distributed import ddp_comm  # noqa: F401  (re-exported: notebooks import it from here)
+from ..train.distributed import ddp_comm
 from ..train.loop import make_optimizer, train_step
 from ..train.measure import checkpoint_bytes, latency_ms
 from ..train.methods import apply_method, method_name, parse_method
@@ -111,7 +111,6 @@ def _random_classifier(shape: str, method: str, rank: int | None, device, seed: 
     values), made trainable by ``method``; LoRA uses alpha = rank (scaling 1), rank 16 unless given."""
     import torch
 
-
     set_seed(seed)
     with torch.device(device):
         model = GPT(PRESETS[shape]).to_classifier(2)
@@ -124,7 +123,6 @@ def _time_steps(model, batches, opt, dev, amp, scaler, warmup: int) -> dict:
     run but not kept. Returns the kept ``times`` (s), their ``tokens`` (real) and ``padded`` token counts and
     ``shapes``, and ``first_step`` (s), which includes compilation and allocator warm-up."""
     import torch
-
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     kept = {"times": [], "tokens": [], "padded": [], "shapes": [], "first_step": 0.0}
@@ -149,7 +147,6 @@ def run_one(shape="tiny", method="lora-16", steps=20, warmup=5, device="cpu", pr
             compile=False, padding="bucket", batch_size=8, seed=123, data_dir=None) -> dict:
     """Measure one configuration in this process. Returns a flat dict (one row of the results table)."""
     import torch
-
 
     name, rank = parse_method(method)
     baseline_rss = _rss_mb()
@@ -228,7 +225,6 @@ def inference_latency(shape="gpt2", rank=16, device="cpu", iters=20, seed=123, d
     """Forward latency of one batch: plain base model vs LoRA unmerged vs LoRA merged."""
     import torch
 
-
     dev = torch.device(device)
     _, _, test_df = spam_splits(data_dir, seed=seed)
     batch = next(iter(make_loader(SpamDataset(test_df), 8))).to(dev)
@@ -291,7 +287,6 @@ def _configs(shapes, methods, device: str, ablations: bool) -> list[dict]:
     padded to the longest message, bf16 where ``auto`` picked fp32, and torch.compile last (it takes the
     longest and is the most likely to fail)."""
     import torch
-
 
     configs = [dict(shape=s, method=m) for s in shapes for m in methods]
     if ablations:

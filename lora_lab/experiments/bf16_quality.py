@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ __all__ = ["quality_check"]
 
 # --- the quality check the default rests on -------------------------------------------------------------------
 def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
-                  precisions=("fp32", "bf16", "bf16+bucket"), log=print) -> dict:
+                  precisions=("fp32", "bf16", "bf16+bucket"), log=print, command: str = "quality_check()") -> dict:
     """Fine-tune the offline model (all-MiniLM-L6-v2, full balanced split, the offline profile's settings) once
     per method x precision x seed; record test accuracy and loss, the per-epoch curves, time and tokens/s.
     A precision ending in ``+bucket`` also batches messages of similar length together
@@ -36,12 +37,13 @@ def quality_check(out, seeds=(123, 124, 125), methods=("lora", "full"),
         "what": "fp32 vs bf16 autocast on CPU: offline profile (all-MiniLM-L6-v2), full balanced split",
         "cpu": device_name("cpu"), "flags": cpu_flags(), "torch": torch.__version__,
         "threads": torch.get_num_threads()}, key=lambda r: (r["method"], r["precision_asked"], r["seed"]))
-    file.record_launch("lora_lab.experiments.bf16_quality.quality_check")
     S = get_settings("offline", quiet=True)
     bb = load_backbone(S, verbose=False)
     train_ds, val_ds, test_ds = bb.datasets(*load_splits(S))  # notebook 5's split, loaders and settings
     val_loader, test_loader = bb.loader(val_ds, S.batch_size), bb.loader(test_ds, S.batch_size)
     done = file.done()
+    if any((m, p, s) not in done for s in seeds for m in methods for p in precisions):  # a launch that runs
+        file.record_launch(command)
     for seed in seeds:
         for method in methods:
             for prec in precisions:
@@ -77,7 +79,6 @@ def quality_figure(result: dict):
     """Validation loss per epoch for every run (left: LoRA, right: full), one colour per precision, and the
     test accuracy of each run as dots: the picture of "does bf16 (or bucketing) change the training?"."""
     import matplotlib.pyplot as plt
-
 
     style()
     colors = {"fp32": "tab:blue", "bf16": "tab:orange", "bf16+bucket": "tab:green"}
@@ -133,6 +134,7 @@ def main(argv=None):
         print(f"wrote {png}")
         return
     out = Path(args.out or f"benchmarks/bf16-quality-{slug(device_name('cpu'))}.json")
-    res = quality_check(out, seeds=tuple(args.seeds), methods=tuple(args.methods))
+    command = "python -m lora_lab.precision " + " ".join(sys.argv[1:] if argv is None else argv)
+    res = quality_check(out, seeds=tuple(args.seeds), methods=tuple(args.methods), command=command)
     print(quality_table(res).to_string(index=False))
     print(f"wrote {out}")

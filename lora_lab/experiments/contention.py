@@ -24,7 +24,6 @@ def _workload(steps: int) -> dict:
     heaviest thing the CPU course does), or of GPT-2 124M shapes with random weights where MiniLM is absent."""
     import torch
 
-
     try:
         bb = load_backbone(get_settings("offline", quiet=True), verbose=False)
         name = "all-MiniLM-L6-v2"

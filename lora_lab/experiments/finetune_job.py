@@ -353,7 +353,17 @@ def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, t
     smoke = metrics["smoke_numbers_mean_nothing"]
     out = Path(c.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.run-", suffix=".tmp"))
+    try:
+        for stale in out.parent.glob(f".{out.name}.run-*.tmp*"):  # what a killed run left: ours to remove
+            shutil.rmtree(stale, ignore_errors=True)
+    except OSError:
+        pass
+    try:
+        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.run-", suffix=".tmp"))
+        swap = all(p.name in RUN_FILES for p in out.iterdir())
+    except OSError:  # the parent folder is not ours to write in: stage inside out, replace entry by entry
+        stage = Path(tempfile.mkdtemp(dir=out, prefix=".run-", suffix=".tmp"))
+        swap = False
     os.chmod(stage, permissions(0o777))  # the folder it may become follows the umask
     try:
         atomic_write(stage / "history.csv", lambda tmp: hist.to_csv(tmp, index=False))
@@ -368,16 +378,20 @@ def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, t
             atomic_write(stage / "curves.png",
                          lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
         write_json(stage / "metrics.json", metrics)
-        if all(p.name in RUN_FILES for p in out.iterdir()):  # out is a run folder: swap it whole
+        if swap:  # out is a run folder: swap it whole
             old = stage.with_name(stage.name + ".old")
-            os.replace(out, old)
             try:
-                os.replace(stage, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:  # your files are in out too: replace the run's entries only (the old ones set aside), the record last
+                os.replace(out, old)
+            except OSError:  # out cannot be renamed (a mount point, say): entry by entry below
+                swap = False
+            else:
+                try:
+                    os.replace(stage, out)
+                except BaseException:
+                    os.replace(old, out)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+        if not swap:  # files of yours in out (or no swap possible): replace the run's entries, the record last
             trash = stage.with_name(stage.name + ".old")
             trash.mkdir()
             for name in sorted(RUN_FILES, key=lambda n: n == "metrics.json"):

@@ -65,9 +65,8 @@ def perplexity(model: nn.Module, ids: list[int], window: int = 128) -> float:
     every fine-tuning method: logits = hidden states @ wte.weight.T. Lower is better; a method that leaves
     the body alone leaves it unchanged."""
     if not hasattr(model, "hidden_states"):
-        raise TypeError(f"perplexity needs a GPT-2 (lora_lab.models.gpt2.GPT), got {type(model).__name__}; MiniLM "
-                        "is not "
-                        "a left-to-right language model")
+        raise TypeError(f"perplexity needs a GPT-2 (lora_lab.models.gpt2.GPT), got {type(model).__name__}; "
+                        "MiniLM is not a left-to-right language model")
     window = min(window, model.config.block_size)
     chunks = [ids[i:i + window] for i in range(0, len(ids) - 1, window)]
     chunks = [c for c in chunks if len(c) >= 2]

@@ -109,7 +109,6 @@ def load_gpt2(settings: Settings, device="cpu", *, allow_random: bool = False):
     """
     import torch
 
-
     if settings.is_offline:
         if not allow_random:
             raise ValueError("the offline profile has no GPT-2 weights (they come from the hub); use "

@@ -1,5 +1,5 @@
-"""A results file that grows one run at a time: the one way the experiments (claims, bf16 quality, benchmarks)
-keep what they measured. Long sweeps get stopped (a laptop lid, a lost Colab runtime), so the file is rewritten
+"""A results file that grows one run at a time: the way the resumable experiments (the claims, the bf16 quality
+check) keep what they measured. Long sweeps get stopped (a laptop lid, a lost Colab runtime), so the file is rewritten
 atomically after every run, a second launch skips the runs already there, and each launch is recorded (its
 command, commit, machine and start time) so a file made over several sittings says so.
 """

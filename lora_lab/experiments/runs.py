@@ -1,5 +1,6 @@
-"""The experiments the notebooks run, each in one place: one fine-tune, seed spreads, checkpoint sizes,
-and where the memory of a training step goes.
+"""The fine-tune the notebooks, the claims, the bf16 check and ``python -m lora_lab.finetune`` all run (one
+core), and how a spread over seeds is reported. (What a run costs, in memory, checkpoint bytes and latency, is
+:mod:`lora_lab.train.measure`.)
 
 Every function takes a :class:`lora_lab.experiments.profiles.Backbone`, so the same call fine-tunes GPT-2 (real
 profile), all-MiniLM-L6-v2 (offline) or the tiny random GPT-2 (smoke).

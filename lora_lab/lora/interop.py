@@ -59,8 +59,6 @@ HEAD_WEIGHTS = "head.safetensors"  # the MiniLM head: no transformers class pool
 HEAD_NOTE = "lora_lab.head"  # in adapter_model.safetensors' metadata when the head was saved beside it
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
-# GPT-2's projections are Conv1D in transformers: weight (in, out), the transpose of our nn.Linear's
-# (the same list lora_lab.models.gpt2.load_pretrained transposes when it reads a checkpoint)
 # PEFT LoRA options that change what the file means in ways lora_lab cannot represent: any of them set is an error
 _UNSUPPORTED = {
     "use_dora": "DoRA (weight-decomposed LoRA: a magnitude vector per layer)",

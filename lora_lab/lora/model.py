@@ -49,16 +49,15 @@ def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float, *,
     return model
 
 
-def _lora_wrappers() -> dict[type, type]:
-    """Base layer type -> its LoRA wrapper. Everything generic below (finding, merging, freezing, saving and
-    loading LoRA layers) works on any of them, so a model may mix Linear and Conv2d LoRA layers."""
-
-    return {nn.Linear: LinearWithLoRA, nn.Conv2d: Conv2dWithLoRA}
+# Base layer type -> its LoRA wrapper (the one registry a new adapter type joins). Everything generic below
+# (finding, merging, freezing, saving and loading LoRA layers) works on any of them, so a model may mix Linear and
+# Conv2d LoRA layers.
+LORA_WRAPPERS: dict[type, type] = {nn.Linear: LinearWithLoRA, nn.Conv2d: Conv2dWithLoRA}
 
 
 def wrapper_for(module: nn.Module):
     """The LoRA wrapper class for this base layer, or None when LoRA here cannot adapt it."""
-    return next((w for base, w in _lora_wrappers().items() if isinstance(module, base)), None)
+    return next((w for base, w in LORA_WRAPPERS.items() if isinstance(module, base)), None)
 
 
 def compiled_original(model: nn.Module) -> nn.Module:
@@ -69,7 +68,7 @@ def compiled_original(model: nn.Module) -> nn.Module:
 
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     """All LoRA-wrapped layers of a model (:class:`LinearWithLoRA`, :class:`lora_lab.lora.Conv2dWithLoRA`), by name."""
-    wrappers = tuple(_lora_wrappers().values())
+    wrappers = tuple(LORA_WRAPPERS.values())
     return {n: m for n, m in model.named_modules() if isinstance(m, wrappers)}
 
 

@@ -104,7 +104,8 @@ class MiniLMClassifier(nn.Module):
         return json.loads(self.encoder.config.to_json_string())
 
     def hub_id(self) -> str | None:
-        return MINILM_HUB
+        """The hub repository of all-MiniLM-L6-v2, when this is it (another BERT has none we know)."""
+        return MINILM_HUB if getattr(self.config, "name", None) == MINILM_NAME else None
 
     def token_states(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's last hidden states, ``(batch, seq, hidden)``; padding is masked out of attention."""

@@ -1,7 +1,7 @@
 """What every backbone the course fine-tunes provides: the written contract between a model and the rest of
 lora_lab. The training loop, the methods, the claims' measures and the adapter files use only these members,
-so adding a model means writing its module (implementing :class:`Classifier`) and one entry in the profiles'
-backbone registry (:mod:`lora_lab.experiments.profiles`); nothing asks ``isinstance(model, GPT)``.
+so adding a model means writing its module (implementing :class:`Classifier`) and a branch in
+:func:`lora_lab.experiments.profiles.load_backbone`; nothing asks ``isinstance(model, GPT)``.
 """
 from __future__ import annotations
 

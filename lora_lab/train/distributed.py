@@ -69,7 +69,6 @@ def _ddp_worker(ddp_rank, world, port, shape, method, out_file):
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("gloo", rank=ddp_rank, world_size=world)
@@ -105,7 +104,6 @@ def ddp_comm(shape="gpt2", methods=("full", "lora-16"), world=2) -> list[dict]:
     ``last-block``, ``lora-<rank>``), counted by a communication hook (the gradient buckets DDP actually
     syncs), with ``world`` gloo processes on this machine."""
     import torch.multiprocessing as mp
-
 
     for method in methods:
         parse_method(method)  # a typo stops here, with the accepted names, not inside a spawned process

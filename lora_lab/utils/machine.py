@@ -1,4 +1,5 @@
-"""Small helpers for running the notebooks live: timing each step, and naming the machine.
+"""The machine a number was measured on, and what a run needs of it: timing each step, naming the CPU or GPU,
+the device to use, seeds, peak memory, and the checkout and commit a result comes from.
 
 Naming the machine lives here, once, for every place that labels a number with where it was measured:
 the notebooks (:func:`machine`), ``python -m lora_lab.bench`` and ``python -m lora_lab.finetune``
@@ -24,7 +25,7 @@ import torch
 from . import env
 
 __all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit",
-           "committed_file", "pick_device", "set_seed", "peak_memory_bytes", "reset_peak_memory"]
+           "committed_file", "pick_device", "set_seed", "peak_memory_bytes", "reset_peak_memory", "slug"]
 
 # the instruction-set extensions that decide how fast fp32 and bf16 matrix products run on a CPU
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -75,8 +76,6 @@ def device_name(device="cpu") -> str:
     """What runs the numbers, in one line: the GPU's name (``NVIDIA H100 80GB HBM3``), or the CPU's model and
     core count (``AMD EPYC 7B13 (2 cores)``). Benchmark files are named after it, and ``metrics.json``
     records it."""
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -88,8 +87,6 @@ def device_name(device="cpu") -> str:
 def machine(device=None, short: bool = False) -> str:
     """The device the notebook runs on, in words (for labelling timings): the GPU's name, or the CPU's
     model, core count and the flags that matter for speed. ``short`` leaves out torch's version."""
-    import torch
-
     if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
         return f"GPU: {device_name(device or 'cuda')}"
     flags = cpu_flags()

@@ -32,7 +32,7 @@ from . import env
 from .machine import cpu_flags
 
 __all__ = ["NATIVE_BF16_FLAGS", "cpu_has_native_bf16", "probe_cpu_bf16", "cpu_autocast_dtype", "precision_for",
-           "precision_name", "make_grad_scaler"]
+           "precision_name", "make_grad_scaler", "autocast"]
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PROBE_MIN_SPEEDUP = 1.2  # bf16 must beat fp32 clearly, not by noise, to become the default
@@ -84,8 +84,6 @@ def cpu_autocast_dtype() -> torch.dtype | None:
     if forced:
         return torch.bfloat16
     return torch.bfloat16 if probe_cpu_bf16()["speedup"] >= PROBE_MIN_SPEEDUP else None
-
-
 
 
 def precision_name(dtype) -> str:

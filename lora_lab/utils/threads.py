@@ -8,7 +8,8 @@ spinning threads burn the time slices their partner needs to finish, every barri
 scheduler has parked, and a fine-tuning that took a minute alone can take ten.
 
 ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep at once and hand the core over. It is a trade, measured
-here (``python -m lora_lab.threads``: 30 MiniLM LoRA steps, Intel Xeon with 2 cores): with libgomp's default,
+by :mod:`lora_lab.experiments.contention` (``python -m lora_lab.threads``: 30 MiniLM LoRA steps, Intel Xeon
+with 2 cores): with libgomp's default,
 3.0 s alone and 18.9 s beside one busy process (6.2x slower); with PASSIVE, 4.6 s alone (1.5x slower than the
 default) and 5.6 s beside the busy process (1.2x). So it is not the default: on a machine you share (a laptop
 running other things, a CI box running tests beside each other) set ``OMP_WAIT_POLICY=PASSIVE`` in the shell,

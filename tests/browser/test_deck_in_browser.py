@@ -1,4 +1,4 @@
-"""A lesson's reveal.js deck (``make slides``, :mod:`lora_lab.slides`) in headless Chromium, offline.
+"""A lesson's reveal.js deck (``make slides``, :mod:`lora_lab.course.slides`) in headless Chromium, offline.
 
 Opt-in like the JupyterLab test (``make test-browser``, or ``LORA_LAB_BROWSER_TEST=1``; Playwright for Python and
 Debian's chromium, or ``LORA_LAB_CHROMIUM``). It builds notebook 1's deck into a scratch folder, serves it from

@@ -76,12 +76,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 import lora_lab
-from lora_lab.train.methods import apply_method
-from lora_lab.utils.machine import timed
-from lora_lab.utils.plots import style
 from lora_lab.experiments.profiles import get_settings, load_backbone, load_splits
-from lora_lab.train import train_classifier
-from lora_lab.utils.machine import set_seed
+from lora_lab.train import apply_method, train_classifier
+from lora_lab.utils.machine import set_seed, timed
+from lora_lab.utils.plots import style
 style()
 S = dataclasses.replace(get_settings("smoke"), epochs={epochs})
 device = torch.device("cpu")
