@@ -38,7 +38,7 @@ from ..lora.targets import TARGET_PRESETS
 from ..models.gpt2 import GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of, load_pretrained
 from ..train import distributed
 from ..train.methods import DEFAULT_LR, METHODS
-from ..utils.files import atomic_write, permissions, write_json
+from ..utils.files import atomic_write, permissions, swap_folder, write_json
 from ..utils.machine import device_name, set_seed
 from ..utils.plots import plot_history
 from .profiles import SMOKE_BANNER, gpt2_backbone
@@ -379,18 +379,10 @@ def _write_results(c: FinetuneConfig, metrics: dict, hist, model, wall: float, t
                          lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
         write_json(stage / "metrics.json", metrics)
         if swap:  # out is a run folder: swap it whole
-            old = stage.with_name(stage.name + ".old")
             try:
-                os.replace(out, old)
-            except OSError:  # out cannot be renamed (a mount point, say): entry by entry below
+                swap_folder(stage, out)
+            except OSError:  # out cannot be renamed (a mount point, say); it is as it was: entry by entry below
                 swap = False
-            else:
-                try:
-                    os.replace(stage, out)
-                except BaseException:
-                    os.replace(old, out)
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
         if not swap:  # files of yours in out (or no swap possible): replace the run's entries, the record last
             trash = stage.with_name(stage.name + ".old")
             trash.mkdir()

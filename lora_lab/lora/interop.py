@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..models.protocol import HFLayout
-from ..utils.files import atomic_write, check_regular_file, permissions, read_text_file
+from ..utils.files import atomic_write, check_regular_file, permissions, read_text_file, swap_folder
 from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
 from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
@@ -214,14 +214,7 @@ def _write_folder(path, files: dict[str, Callable], marker: str) -> Path:
                         shutil.copytree(p, stage / p.name, symlinks=True)
                     else:
                         shutil.copy2(p, stage / p.name, follow_symlinks=False)
-            old = stage.with_name(stage.name + ".old")
-            os.replace(path, old)
-            try:
-                os.replace(stage, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+            swap_folder(stage, path)
         else:
             os.replace(stage, path)
     except BaseException:

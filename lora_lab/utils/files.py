@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json", "permissions",
-           "check_regular_file", "read_text_file", "copy_verified"]
+           "check_regular_file", "read_text_file", "copy_verified", "swap_folder"]
 
 
 class DataIntegrityError(RuntimeError, ValueError):
@@ -107,6 +107,21 @@ def atomic_write(path, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def swap_folder(new, path) -> None:
+    """Put the folder ``new`` where the folder ``path`` is, in two renames: the old one is moved aside and deleted
+    only after, so a crash leaves the old folder or the new one. ``OSError`` with ``path`` as it was when it
+    cannot be moved (a mount point, a parent you may not write in)."""
+    new, path = Path(new), Path(path)
+    old = new.with_name(new.name + ".old")
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path, obj, indent: int = 2) -> Path:
