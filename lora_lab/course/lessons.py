@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..experiments.profiles import PROFILES, get_settings
+from ..experiments.results import now
 from ..utils.files import write_json
 from ..utils.machine import checkout_root, committed_file, git_commit, machine
 
@@ -226,7 +227,7 @@ def measure(profiles=("offline", "smoke"), only=None, out: Path | None = None, l
                    "reply; cells_s the sum of its cells' execution times; env " + " ".join(
                        f"{k}={v}" for k, v in SMOKE_ENV.items()),
             "machine": machine(), "torch": torch.__version__, "commit": git_commit() or "unknown",
-            "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "started": now(),
             "note": "the 1-minute load average "
                     "before and after each notebook says how busy it was (above the core count, processes waited "
                     "for a core, and these times are longer than on an idle machine)"}
