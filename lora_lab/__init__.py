@@ -10,7 +10,8 @@ The folders are layers, lowest first; a module imports only from its own layer o
 * :mod:`lora_lab.models` and :mod:`lora_lab.data` - the backbones (GPT-2, MiniLM) and the SMS Spam Collection
 * :mod:`lora_lab.lora` - the subject: the layer, which layers it wraps, merging, adapter files, PEFT interop
 * :mod:`lora_lab.train` - the training loop, the fine-tuning methods, DDP, what a run costs
-* :mod:`lora_lab.experiments` - many fine-tunes and their results files: profiles, benchmarks, claims
+* :mod:`lora_lab.experiments` - many fine-tunes and their results files: profiles, benchmarks, claims, the
+  lessons' sweeps, the paired rule for differences
 * :mod:`lora_lab.course` - notebook material: exercises, lessons, student edition, slides, widgets
 
 The commands, ``python -m lora_lab.<command>`` (each but ``cache`` runs a ``main()`` from the layers above;
@@ -19,6 +20,7 @@ The commands, ``python -m lora_lab.<command>`` (each but ``cache`` runs a ``main
 * :mod:`lora_lab.finetune` - one fine-tune (:mod:`lora_lab.experiments.finetune_job`)
 * :mod:`lora_lab.bench` - speed and memory, full vs LoRA (:mod:`lora_lab.experiments.bench`)
 * :mod:`lora_lab.claims` - notebook 9's claims (:mod:`lora_lab.experiments.claims`)
+* :mod:`lora_lab.sweeps` - the sweeps notebooks 5 and 7 read (:mod:`lora_lab.experiments.sweeps`)
 * :mod:`lora_lab.precision` - does bf16 change the result? (:mod:`lora_lab.experiments.bf16_quality`)
 * :mod:`lora_lab.threads` - a busy machine slows training, measured (:mod:`lora_lab.experiments.contention`)
 * :mod:`lora_lab.lessons` - the lessons' run times and cards (:mod:`lora_lab.course.lessons`)

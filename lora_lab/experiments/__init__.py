@@ -7,6 +7,8 @@ and data
 * :mod:`lora_lab.experiments.runs` - one fine-tune as the notebooks run it, and a spread over seeds
 * :mod:`lora_lab.experiments.finetune_job` - the fine-tune command: its config, checks, run and command line
 * :mod:`lora_lab.experiments.bench` - speed and memory, full fine-tuning vs LoRA, and the committed results
+* :mod:`lora_lab.experiments.sweeps` - the lessons' sweeps: a committed file, one point live, RUN_ALL recomputes
+* :mod:`lora_lab.experiments.paired` - the one rule for "is this difference real?": paired over seeds
 * :mod:`lora_lab.experiments.claims` - claims often made about LoRA, put to the test (notebook 9)
 * :mod:`lora_lab.experiments.measures` - what a fine-tune changed: forgetting, perplexity, subspace similarity
 * :mod:`lora_lab.experiments.bf16_quality` - does bf16 change the result? paired with fp32 by seed

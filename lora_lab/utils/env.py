@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 __all__ = ["VARIABLES", "get", "profile", "progress", "widgets", "device", "precision", "cpu_bf16", "data_dir",
-           "commit"]
+           "commit", "run_all"]
 
 VARIABLES = {
     "LORA_LAB_PROFILE": "real | offline | smoke: which backbone the notebooks use (default: real)",
@@ -20,6 +20,7 @@ VARIABLES = {
     "LORA_LAB_CPU_BF16": "0 or 1 skips the CPU's bf16 probe (1 still needs native bf16)",
     "LORA_LAB_DATA_DIR": "where the SMS Spam Collection is cached (default: the checkout's data/)",
     "LORA_LAB_COMMIT": "the commit results record when the code runs from a copy without .git",
+    "LORA_LAB_RUN_ALL": "1: a lesson recomputes its whole sweep instead of reading the committed results",
     "LORA_LAB_THREADS": "polite or keep: how OpenMP threads wait (read by lora_lab.utils.threads, before torch)",
 }
 
@@ -96,3 +97,9 @@ def data_dir() -> str | None:
 
 def commit() -> str | None:
     return get("LORA_LAB_COMMIT")
+
+
+def run_all() -> bool:
+    """``LORA_LAB_RUN_ALL=1``: the lessons recompute their sweeps (lora_lab.experiments.sweeps) instead of reading
+    the committed results."""
+    return _one_of("LORA_LAB_RUN_ALL", ("0", "1"), "0") == "1"

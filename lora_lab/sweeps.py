@@ -1,0 +1,6 @@
+"""``python -m lora_lab.sweeps``: the lessons' sweeps (notebooks 5 and 7), recomputed into a results file.
+The command lives in :mod:`lora_lab.experiments.sweeps`."""
+from .experiments.sweeps import main
+
+if __name__ == "__main__":
+    main()
