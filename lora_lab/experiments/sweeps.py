@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -152,6 +153,7 @@ def run_sweep(sweep: str, settings, out=None, *, device="cpu", points=None, log=
     second launch resumes. ``known`` maps point keys to rows already trained (a lesson's live run), which are
     stored instead of being trained again. Returns the file's contents."""
     device = torch.device(device)
+    log = log or (lambda message: None)
     backbone = backbone or load_backbone(settings, verbose=False)
     out = Path(out or REPO / "runs" / "sweeps" / f"{sweep}-{settings.profile}.json")
     header = _header(sweep, settings, backbone, device)
@@ -227,8 +229,14 @@ def lesson_results(sweep: str, settings, backbone=None, *, device="cpu", run_all
             f"commit {launch['commit']} on {launch['machine']}")
         return frame(data), data
     known = {live["key"]: live} if live else None
-    data = run_sweep(sweep, settings, device=device, backbone=backbone, known=known, log=log,
-                     command=f"lesson_results({sweep!r}, run_all=True)")
+    if run_all:  # resumable, in runs/sweeps/: a second RUN_ALL picks up where the first stopped
+        data = run_sweep(sweep, settings, device=device, backbone=backbone, known=known, log=log,
+                         command=f"lesson_results({sweep!r}, run_all=True)")
+        return frame(data), data
+    # the smoke profile's small sweep starts afresh each time: no row made by older code is reused
+    with tempfile.TemporaryDirectory() as tmp:
+        data = run_sweep(sweep, settings, Path(tmp) / f"{sweep}-smoke.json", device=device, backbone=backbone,
+                         known=known, log=log, command=f"lesson_results({sweep!r})")
     return frame(data), data
 
 
