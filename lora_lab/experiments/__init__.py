@@ -13,4 +13,5 @@ and data
 * :mod:`lora_lab.experiments.measures` - what a fine-tune changed: forgetting, perplexity, subspace similarity
 * :mod:`lora_lab.experiments.bf16_quality` - does bf16 change the result? paired with fp32 by seed
 * :mod:`lora_lab.experiments.contention` - how much a busy machine slows training, measured
+* :mod:`lora_lab.experiments.step_profile` - where one LoRA training step spends its time (torch.profiler)
 """
