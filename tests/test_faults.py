@@ -5,6 +5,7 @@ One section per fault; docs/faults.md is the table of what happens now.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -806,3 +807,280 @@ def test_a_run_written_over_an_earlier_one_is_whole_even_when_interrupted(tmp_pa
     finetune_job.main(args + ["--seed", "2", "--no-plot"])
     assert (out / "metrics.json").read_text() != first[0] and (out / "notes.txt").read_text() == "mine"
     assert not (out / "curves.png").exists()  # the earlier run's figure does not stay beside the new run
+
+
+# --- clear errors (issue 22): each used to be a raw or misleading error; now it names the value and the fix ---------
+def _peft_weights_name(fmt):
+    return "adapter.safetensors" if fmt == "lora_lab" else "adapter_model.safetensors"
+
+
+@pytest.mark.parametrize("fmt", ["lora_lab", "peft"])
+@pytest.mark.parametrize("content, message", [
+    (b"[1, 2]", "should hold a JSON object, got [1, 2]"),
+    (b"null", "should hold a JSON object, got null"),
+    (b'{"rank": 4,', "is not valid JSON"),
+    ('{"rank": 4}'.encode("utf-16"), "is not valid JSON: it is UTF-16 text"),
+])
+def test_a_damaged_adapter_config_is_named_not_called_no_adapter_folder(tmp_path, fmt, content, message):
+    """A PEFT folder with a damaged config was "not an adapter folder" (its format was guessed from the config
+    alone); a UTF-16 config was a bare codec error. Each names the file and what is wrong with it."""
+    if fmt == "peft":
+        pytest.importorskip("transformers")
+    save_adapter(lora_tiny(), tmp_path / "a", format=fmt)
+    (tmp_path / "a" / "adapter_config.json").write_bytes(content)
+    model = fresh_base()
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=re.escape(message)) as e:
+        load_adapter(model, tmp_path / "a")
+    assert "adapter_config.json" in str(e.value) and "not an adapter folder" not in str(e.value)
+    assert_unchanged(model, snap)
+
+
+@pytest.mark.parametrize("fmt, key, message", [("lora_lab", "rank", "rank is 1000000000000, but the adapter's "
+                                                "LoRA tensors have rank 4"),
+                                               ("peft", "r", "r is 1000000000000, but the adapter's LoRA tensors "
+                                                "have rank 4")])
+def test_an_edited_rank_is_named_instead_of_every_tensor(tmp_path, fmt, key, message):
+    """rank 10**12 in a config used to be reported as every LoRA tensor having the wrong shape."""
+    if fmt == "peft":
+        pytest.importorskip("transformers")
+    save_adapter(lora_tiny(), tmp_path / "a", format=fmt)
+    _edit_config(tmp_path / "a", lambda c: c.update({key: 10**12}))
+    with pytest.raises(ValueError, match=re.escape(message)) as e:
+        load_adapter(fresh_base(), tmp_path / "a")
+    assert "adapter_config.json" in str(e.value) and "Set it to 4" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["score", 5, {"score": True}, [""]])
+def test_peft_modules_to_save_must_be_a_list_of_names(tmp_path, value):
+    """A string was split into a one-item list (PEFT would iterate its characters), a number crashed with
+    "'int' object is not iterable", a dict was read as its keys."""
+    pytest.importorskip("transformers")
+    save_adapter(lora_tiny(), tmp_path / "a", format="peft")
+    _edit_config(tmp_path / "a", lambda c: c.update(modules_to_save=value))
+    with pytest.raises(ValueError, match=r"adapter_config.json: modules_to_save must be a list of module names"):
+        load_adapter(fresh_base(), tmp_path / "a")
+
+
+@pytest.mark.parametrize("fmt", ["lora_lab", "peft"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_or_bool_tensors_in_an_adapter_are_refused_by_name(tmp_path, fmt, dtype):
+    """load_state_dict cast them silently (a bool LoRA B became 0.0/1.0); now the tensor and its dtype are named."""
+    from safetensors.torch import save
+
+    if fmt == "peft":
+        pytest.importorskip("transformers")
+    save_adapter(lora_tiny(), tmp_path / "a", format=fmt)
+    weights = tmp_path / "a" / _peft_weights_name(fmt)
+    tensors = load_file(str(weights))
+    key = next(k for k in sorted(tensors) if "lora" in k.lower() and "B" in k)
+    tensors[key] = tensors[key].to(dtype)
+    data = save(tensors, metadata={"format": "pt"})
+    weights.write_bytes(data)
+    if fmt == "lora_lab":
+        _edit_config(tmp_path / "a", lambda c: c.update(sha256=hashlib.sha256(data).hexdigest()))
+    model = fresh_base()
+    snap = snapshot(model)
+    with pytest.raises(AdapterMismatchError, match=rf"lora\.B.*holds {str(dtype).split('.')[1]} values where the "
+                                                   "model has floating-point weights"):
+        load_adapter(model, tmp_path / "a")
+    assert_unchanged(model, snap)
+
+
+def test_an_empty_mixed_batch_is_a_clear_error(tmp_path):
+    from lora_lab.lora.mixed_batch import MixedAdapterModel
+
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        MixedAdapterModel(fresh_base(), {})
+    save_adapter(lora_tiny(), tmp_path / "a")
+    mixed = MixedAdapterModel(fresh_base(), {"a": tmp_path / "a"})
+    empty = torch.zeros(0, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"the batch is empty \(input of shape \(0, 5\)\)"):
+        mixed(empty, adapters=[])  # was RuntimeError: min(): Expected reduction dim to be specified ...
+    with pytest.raises(ValueError, match="input_ids has no rows"):
+        fresh_base()(empty)
+
+
+def test_lazy_layers_are_refused_by_the_lora_wrappers():
+    """A LazyConv2d or LazyLinear has no input size yet: it was a ZeroDivisionError from a zero width."""
+    from lora_lab.lora import Conv2dWithLoRA, replace_conv2d_with_lora
+
+    with pytest.raises(TypeError, match="Conv2dWithLoRA cannot wrap a LazyConv2d: .*Run one batch"):
+        Conv2dWithLoRA(nn.LazyConv2d(8, 3), 4, 8)
+    model = nn.Sequential(nn.LazyConv2d(8, 3))
+    with pytest.raises(TypeError, match="cannot wrap '0', a LazyConv2d"):
+        replace_conv2d_with_lora(model, 4, 8)
+    assert type(model[0]) is nn.LazyConv2d  # unchanged
+    with pytest.raises(TypeError, match="LinearWithLoRA cannot wrap a LazyLinear"):
+        replace_linear_with_lora(nn.Sequential(nn.LazyLinear(8)), 4, 8)
+    model(torch.zeros(1, 3, 8, 8))  # one batch: now a plain Conv2d, which wraps
+    assert isinstance(replace_conv2d_with_lora(model, 4, 8)[0], Conv2dWithLoRA)
+
+
+def test_bad_data_is_named_by_row_column_or_path(tmp_path):
+    from lora_lab.data import balanced_split, load_sms_spam
+
+    (tmp_path / "SMSSpamCollection").mkdir()  # the data file's place holds a folder
+    with pytest.raises(ValueError, match=r"SMSSpamCollection is a folder, not a file"):
+        load_sms_spam(tmp_path)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"the data folder .*f/sub cannot be used: .*f is a file"):
+        load_sms_spam(tmp_path / "f" / "sub")  # was NotADirectoryError from mkdir
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["ham", "spam", None, "junk"]})
+    with pytest.raises(ValueError, match=r"labels \['junk', (None|nan)\] have no id"):  # a None broke the sort
+        balanced_split(frame)
+    for text, shown in ((None, "None"), (float("nan"), "nan"), (5, "5")):
+        df = pd.DataFrame({"text": pd.Series(["hello", text], index=[10, 11], dtype=object), "label_id": [0, 1]})
+        with pytest.raises(ValueError, match=rf"1 message\(s\) are not text, e.g. the row with index 11: {shown}"):
+            SpamDataset(df)  # was "empty or blank" for a number
+    with pytest.raises(ValueError, match=r"no 'label_id' column .*label_column="):
+        SpamDataset(pd.DataFrame({"text": ["hi"], "label": ["ham"]}))  # was KeyError: 'label_id'
+    with pytest.raises(ValueError, match=r"no 'text' column .*text_column="):
+        SpamDataset(pd.DataFrame({"message": ["hi"], "label_id": [0]}))
+    for label in ("spam", float("nan"), -1):
+        with pytest.raises(ValueError, match=r"1 label\(s\) in 'label_id' are not class ids .* index 1"):
+            SpamDataset(pd.DataFrame({"text": ["hi", "yo"], "label_id": pd.Series([0, label], dtype=object)}))
+
+
+def test_a_message_longer_than_the_context_names_the_real_parameter():
+    """The hint said max_length=256, which classify_message does not take (its parameter is max_tokens)."""
+    from lora_lab.course.widgets import classify_message
+
+    class Chars:
+        def encode_ordinary_batch(self, texts):
+            return [[ord(c) % 500 for c in t] for t in texts]
+
+    model = fresh_base()
+    with pytest.raises(ValueError, match="pass max_tokens=256 .*to classify_message"):
+        classify_message(model, Chars(), "x" * 300, reps=1)
+    assert classify_message(model, Chars(), "x" * 300, max_tokens=256, reps=1).tokens == 256
+    with pytest.raises(ValueError, match=r"SpamDataset\(df, max_length=256\).*classify_message\(\.\.\., "
+                                         r"max_tokens=256\)"):
+        model(torch.zeros(1, 300, dtype=torch.long))
+
+
+def _cli_usage_error(tmp_path, capsys, monkeypatch, *args, out="run"):
+    """Run the finetune command expecting a usage error; no folder may be left behind."""
+    from lora_lab.experiments.finetune_job import main
+
+    monkeypatch.setattr("lora_lab.experiments.finetune_job.spam_splits", lambda *a, **k: pytest.fail("started working"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "tiny", "--weights", "random", "--no-plot", "--out", out, *args])
+    assert e.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no --out, no data folder created
+    return capsys.readouterr().err
+
+
+def _offline(monkeypatch):
+    def no_network(*a, **k):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr("lora_lab.data.sms.urllib.request.urlopen", no_network)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", ""], "--out is empty: name the folder"),
+    (["--out", "  "], "--out is empty: name the folder"),
+    (["--device", "garbage"], "--device garbage: 'garbage' is not a device torch knows"),
+    (["--device", "cuda"], "--device cuda: no CUDA GPU is available here"),
+    (["--device", "meta"], "--device meta: lora_lab trains on cpu, cuda or mps"),
+    (["--data-dir", "nodata"], "--data-dir nodata: could not download the SMS Spam Collection"),
+    (["--data-dir", "afile/sub"], "--data-dir afile/sub: afile is a file, so no folder can be made under it"),
+    (["--data-dir", ""], "--data-dir is empty"),
+])
+def test_finetune_refuses_bad_out_device_and_data_before_any_work(tmp_path, capsys, monkeypatch, args, message):
+    """--out '' wrote the run all over the working folder; --device garbage/cuda (without CUDA) and a --data-dir
+    without data crashed with a traceback after creating --out. All are usage errors now, and leave nothing."""
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    _offline(monkeypatch)
+    args = args if args[0] == "--out" else ["--out", "run", *args]
+    assert message in _cli_usage_error(tmp_path, capsys, monkeypatch, *args[2:], out=args[1])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("afile/sub", "LORA_LAB_DATA_DIR='{tmp}/afile/sub' cannot be a folder: {tmp}/afile is a file"),
+    ("nodata", "LORA_LAB_DATA_DIR={tmp}/nodata (no --data-dir given): could not download"),
+])
+def test_a_garbage_data_dir_variable_is_named_before_any_work(tmp_path, capsys, monkeypatch, value, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    _offline(monkeypatch)
+    monkeypatch.setenv("LORA_LAB_DATA_DIR", str(tmp_path / value))
+    err = _cli_usage_error(tmp_path, capsys, monkeypatch, "--device", "cpu")
+    assert message.format(tmp=tmp_path) in err
+    from lora_lab.data import download_sms_spam
+
+    with pytest.raises((OSError, ValueError), match="LORA_LAB_DATA_DIR"):  # outside the command too
+        download_sms_spam(progress=False)
+
+
+@pytest.mark.parametrize("content", [b'{"runs": [', b"", b"[1]", '{"runs": []}'.encode("utf-16"), b'{"x": 1}'])
+def test_corrupt_results_files_are_named_and_never_overwritten(tmp_path, capsys, content):
+    """claims, bench --append and precision used to fail with a bare JSONDecodeError (or KeyError, or
+    AttributeError) on a truncated or foreign results file; each names the file and leaves it as it was."""
+    from lora_lab.experiments import bench, bf16_quality, claims
+    from lora_lab.experiments.results import ResultsFile, ResultsFileError
+
+    path = tmp_path / "results.json"
+    path.write_bytes(content)
+    with pytest.raises(ResultsFileError, match=re.escape(str(path))):
+        ResultsFile(path, {}, key=lambda r: r["key"])
+    commands = [
+        lambda: claims.main(["--profile", "smoke", "--out", str(path)]),
+        lambda: claims.main(["--profile", "smoke", "--analyse-only", "--out", str(path)]),
+        lambda: bf16_quality.main(["report", str(path)]),
+        lambda: bf16_quality.main(["quality", "--out", str(path)]),
+    ]
+    if content != b'{"x": 1}':  # bench --append adds its keys to any JSON object
+        commands.append(lambda: bench.main(["--append", "--out", str(path), "--ddp-comm"]))
+    for command in commands:
+        with pytest.raises(SystemExit) as e:
+            command()
+        assert str(path) in str(e.value) and "left as it was" in str(e.value)
+        assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_scaling_needs_a_positive_rank():
+    from lora_lab.course.widgets.budget import SCALING_RULE_LABELS, scaling_factor
+    from lora_lab.lora.layer import lora_scaling
+
+    for rank in (0, -4):
+        for rslora in (False, True):
+            with pytest.raises(ValueError, match=f"rank must be a positive int, got {rank}"):
+                lora_scaling(rank, 16, rslora)  # was ZeroDivisionError, -4.0 or a math domain error
+        for rule in SCALING_RULE_LABELS:
+            with pytest.raises(ValueError, match=f"rank must be a positive int, got {rank}"):
+                scaling_factor(rule, rank, 16)
+    assert lora_scaling(16, 32) == 2.0 and scaling_factor("raw α", 16, 32) == 32.0
+
+
+def test_first_update_norm_refuses_an_overflow_instead_of_answering_zero():
+    from lora_lab.course.widgets.budget import first_update_norm
+
+    with pytest.raises(ValueError, match=r"alpha=1e\+30 with lr=0.001 overflows float32"):
+        first_update_norm(16, alpha=1e30)  # was 0.0: Adam's squared gradients were inf
+    with pytest.raises(ValueError, match="overflows float32"):
+        first_update_norm(16, "raw α", alpha=1e39)  # was NaN
+    with pytest.raises(ValueError, match="overflows float32"):
+        first_update_norm(16, lr=1e40)  # was RuntimeError: value cannot be converted to type float
+    with pytest.raises(ValueError, match="lr must be a positive finite number"):
+        first_update_norm(16, lr=-1)
+
+
+@pytest.mark.parametrize("fmt", ["lora_lab", "peft"])
+def test_save_adapter_onto_a_file_names_it_and_leaves_it(tmp_path, fmt):
+    if fmt == "peft":
+        pytest.importorskip("transformers")
+    (tmp_path / "f").write_text("mine")
+    for target, problem in ((tmp_path / "f", f"{tmp_path / 'f'} is a file, not a folder"),
+                            (tmp_path / "f" / "sub", f"{tmp_path / 'f'} is a file, so no folder can be made")):
+        message = f"save_adapter writes a folder at {target}, but {problem}"
+        with pytest.raises(FileExistsError, match=re.escape(message)):
+            save_adapter(lora_tiny(), target, format=fmt)
+    assert (tmp_path / "f").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]

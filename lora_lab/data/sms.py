@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import numbers
 import urllib.request
 import warnings
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..utils import env
-from ..utils.files import DataIntegrityError, atomic_write, check_regular_file, verify_sha256
+from ..utils.files import DataIntegrityError, atomic_write, check_regular_file, folder_problem, verify_sha256
 from ..utils.machine import checkout_root
 from .bucketing import LengthBucketSampler
 
@@ -62,13 +63,19 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
     checksum is an error (with both checksums): delete it and run again. The download is
     unpacked into a temporary file and moved into place only after its checksum is right.
     """
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    from_env = data_dir is None and env.data_dir() is not None
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    where = f"{data_dir} (the folder LORA_LAB_DATA_DIR names)" if from_env else f"{data_dir}"
+    problem = folder_problem(data_dir)
+    if problem:
+        raise ValueError(f"the data folder {where} cannot be used: {problem}. Point "
+                         f"{'LORA_LAB_DATA_DIR' if from_env else 'data_dir'} at a folder (it is created if "
+                         "missing)")
     target = data_dir / SMS_FILE
     if target.exists():
         verify_sha256(target, sha256, what="the SMS Spam Collection file",
                       fix=f"Delete it and run again to download a fresh copy from {url}.")
         return target
-    data_dir.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
 
     try:
@@ -82,7 +89,8 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
                     bar.update(len(chunk))
     except OSError as e:
         raise ConnectionError(f"could not download the SMS Spam Collection from {url} ({e}). Connect to the "
-                              f"internet, or copy a verified SMSSpamCollection file into {data_dir}.") from e
+                              f"internet, or copy a verified SMSSpamCollection file into {where}"
+                              f"{', or unset LORA_LAB_DATA_DIR' if from_env else ''}.") from e
     try:
         with zipfile.ZipFile(buf) as zf:
             payload = zf.read(SMS_FILE)
@@ -94,6 +102,7 @@ def download_sms_spam(data_dir=None, url: str = SMS_URL, sha256: str = SMS_SHA25
         verify_sha256(tmp, sha256, what=f"the {SMS_FILE} downloaded from {url}, unpacked to",
                       fix="Nothing was written. Try again later or check the URL.")
 
+    data_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed download leaves no empty folder behind
     atomic_write(target, write)
     return target
 
@@ -131,7 +140,7 @@ def balanced_split(df: pd.DataFrame, seed: int = 123, fractions=(0.7, 0.1), *, p
                                   for f in fractions) or sum(fractions) >= 1:
         raise ValueError(f"fractions must be (train, validation) shares, each between 0 and 1 and together below 1 "
                          f"(the rest is the test split), got {fractions!r}; e.g. (0.7, 0.1)")
-    unknown = sorted(set(df["label"]) - set(labels))
+    unknown = sorted(set(df["label"]) - set(labels), key=repr)  # key: None beside strings still sorts
     if unknown:
         raise ValueError(f"labels {unknown} have no id in labels={labels}; pass labels= mapping every value of the "
                          "'label' column to a class id")
@@ -178,6 +187,13 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def _is_class_id(y) -> bool:
+    """A label a classifier can learn: a whole number from 0 (``1.0`` too, as a float column holds it)."""
+    if isinstance(y, bool) or not isinstance(y, numbers.Real):
+        return False
+    return y >= 0 and (isinstance(y, numbers.Integral) or (math.isfinite(y) and float(y).is_integer()))
+
+
 def has_content(text) -> bool:
     """Does the message hold anything to read? Not for empty or blank text, nor for text made only of NUL or
     zero-width characters: a tokenizer still turns those into tokens ([CLS] [SEP] for BERT, a space for GPT-2),
@@ -201,7 +217,26 @@ class SpamDataset(Dataset):
             raise ValueError(f"max_length must be a whole number >= 1 (or None: no truncation), got {max_length!r}")
         if len(df) == 0:
             raise ValueError("the DataFrame has no rows: there is nothing to make a dataset of")
+        for column, hint in ((text_column, "text_column="), (label_column, "label_column= (balanced_split adds "
+                                                                            "'label_id' from the 'label' column)")):
+            if column not in df.columns:
+                raise ValueError(f"the DataFrame has no {column!r} column (it has {list(df.columns)}); name the "
+                                 f"right one with {hint}")
         texts = df[text_column].tolist()
+        not_text = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if not_text:
+            t = texts[not_text[0]]
+            raise ValueError(f"{len(not_text)} message(s) are not text, e.g. the row with index "
+                             f"{_plain(df.index[not_text[0]])!r}: {t!r} ({type(t).__name__}; None or NaN is a "
+                             f"missing message). Drop or convert them first, e.g. "
+                             f"df = df[df[{text_column!r}].map(lambda t: isinstance(t, str))]")
+        labels = df[label_column].tolist()
+        bad = [i for i, y in enumerate(labels) if not _is_class_id(y)]
+        if bad:
+            y = labels[bad[0]]
+            raise ValueError(f"{len(bad)} label(s) in {label_column!r} are not class ids (whole numbers from 0), e.g. "
+                             f"the row with index {_plain(df.index[bad[0]])!r}: {_plain(y)!r}. Map class names to "
+                             f"ids first (balanced_split adds 'label_id' for ham/spam: ham 0, spam 1)")
         empty = [i for i, t in enumerate(texts) if not has_content(t)]
         if empty:
             row = _plain(df.index[empty[0]])

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
-import json
 import math
 import os
 import platform
@@ -53,7 +52,7 @@ from ..utils.machine import checkout_root, committed_file, pick_device, set_seed
 from ..utils.precision import precision_for, precision_name
 from .measures import embed, explained_share, forgetting, perplexity, subspace_similarity, top_energy_share
 from .profiles import SMOKE_BANNER, get_settings, load_backbone, load_splits
-from .results import ResultsFile, now
+from .results import ResultsFile, ResultsFileError, now, read_results
 from .runs import finetune
 
 __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "train_subset", "plan_steps",
@@ -220,7 +219,7 @@ def committed_results_path(profile: str) -> Path | None:
 def load_results(path) -> dict | None:
     """The results file as a dict, or None when there is none yet."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_results(path, "runs") if path.exists() else None
 
 
 def _key(method: str, rank: int | None, per_class, seed: int) -> str:
@@ -503,7 +502,10 @@ def main(argv=None) -> int:
     command = "python -m lora_lab.claims " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.analyse_only:
         out = Path(a.out or DEFAULT_RESULTS[settings.profile])
-        res = load_results(out)
+        try:
+            res = load_results(out)
+        except ResultsFileError as e:
+            raise SystemExit(f"error: {e}") from None
         if res is None:
             raise SystemExit(f"no results file {out} to analyse; run the sweep first (without --analyse-only)")
         analyse_directions(res, a.work_dir or REPO / "runs" / f"claims-{settings.profile}",
@@ -513,9 +515,12 @@ def main(argv=None) -> int:
         print(f"direction analysis for seeds {sorted({d['seed'] for d in res['directions']})} written to {out}")
         return 0
 
-    res = run_claims(settings, a.out, a.work_dir, cfg, command=command.strip(), max_runs=a.max_runs,
-                     device=pick_device(a.device),
-                     log=lambda s: print(s, flush=True))
+    try:
+        res = run_claims(settings, a.out, a.work_dir, cfg, command=command.strip(), max_runs=a.max_runs,
+                         device=pick_device(a.device),
+                         log=lambda s: print(s, flush=True))
+    except ResultsFileError as e:  # corrupt, truncated or foreign --out: it is left as it was
+        raise SystemExit(f"error: {e}") from None
     print(f"{len(res['runs'])} runs in the results file; complete: {res['complete']}")
     return 0
 

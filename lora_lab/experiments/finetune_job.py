@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from ..data.sms import spam_splits
+from ..data.sms import default_data_dir, download_sms_spam, spam_splits
 from ..lora.adapter_file import save_adapter
 from ..lora.contents import ADAPTER_CONFIG
 from ..lora.interop import HF_CONFIG, check_export_folder, export_merged
@@ -38,8 +38,9 @@ from ..lora.targets import TARGET_PRESETS
 from ..models.gpt2 import GPT, PRESETS, WeightsIntegrityError, WeightsUnavailableError, config_of, load_pretrained
 from ..train import distributed
 from ..train.methods import DEFAULT_LR, METHODS
-from ..utils.files import atomic_write, permissions, swap_folder, write_json
-from ..utils.machine import device_name, set_seed
+from ..utils import env
+from ..utils.files import atomic_write, folder_problem, permissions, swap_folder, write_json
+from ..utils.machine import device_name, device_problem, set_seed
 from ..utils.plots import plot_history
 from .profiles import SMOKE_BANNER, gpt2_backbone
 from .runs import finetune
@@ -212,13 +213,13 @@ def validate(config: FinetuneConfig) -> int:
     if c.max_length is not None and c.max_length > block_size:
         raise UsageError(f"--max-length {c.max_length} is longer than {c.model}'s context of {block_size} "
                          f"tokens; use at most {block_size} (or leave it out)")
-    out = Path(c.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {c.out}: cannot create this folder ({e.strerror or e}); choose another "
-                         "--out") from None
-    if not os.access(out, os.W_OK):
+    if not str(c.out).strip():  # Path("") is the working folder: the run would be written all over it
+        raise UsageError("--out is empty: name the folder for the run's files, e.g. --out runs/finetune")
+    out = Path(c.out).expanduser()
+    problem = folder_problem(out)
+    if problem:
+        raise UsageError(f"--out {c.out}: cannot create this folder ({problem}); choose another --out")
+    if out.is_dir() and not os.access(out, os.W_OK):
         raise UsageError(f"--out {c.out}: this folder is not writable; choose another --out")
     # what the run will write, checked now: a clash found after training would lose the trained model
     for name in ["metrics.json", "history.csv"] + (["curves.png"] if c.plot else []):
@@ -237,7 +238,56 @@ def validate(config: FinetuneConfig) -> int:
                 check_export_folder(out / name, marker)
             except FileExistsError as e:
                 raise UsageError(f"--export: {e} (or choose another --out)") from None
+    _check_device(c.device)
+    _check_data(c.data_dir)
+    try:  # last: a usage error above leaves no folder behind
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {c.out}: cannot create this folder ({e.strerror or e}); choose another "
+                         "--out") from None
     return block_size
+
+
+def _check_device(device: str | None) -> None:
+    """``--device`` (or ``LORA_LAB_DEVICE`` without it) names a device torch knows and this machine has."""
+    if device is None:
+        try:
+            device = env.device()  # a garbage value is an error naming the variable
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if device is None:
+            return  # the best available
+        flag, fix = f"LORA_LAB_DEVICE={device} (no --device given)", "set it to one that is, or unset it"
+    else:
+        flag, fix = f"--device {device}", "use one that is (cpu always is), or leave --device out for the best one"
+    problem = device_problem(device)
+    if problem:
+        raise UsageError(f"{flag}: {problem}; {fix}")
+
+
+def _check_data(data_dir: str | None) -> None:
+    """The SMS Spam Collection is in the data folder (verified), or can be downloaded there now: a run must not
+    create its folder and then find it has no data."""
+    if data_dir is not None and not str(data_dir).strip():
+        raise UsageError("--data-dir is empty: name the folder that holds (or will hold) SMSSpamCollection, or leave "
+                         "it out for data/")
+    try:
+        folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    except ValueError as e:  # LORA_LAB_DATA_DIR cannot be a folder: the message names it
+        raise UsageError(str(e)) from None
+    if data_dir is not None:
+        flag = f"--data-dir {data_dir}"
+    elif env.data_dir() is not None:
+        flag = f"LORA_LAB_DATA_DIR={env.get('LORA_LAB_DATA_DIR')} (no --data-dir given)"
+    else:
+        flag = f"the data (no --data-dir given, so {folder})"
+    problem = folder_problem(folder)
+    if problem:
+        raise UsageError(f"{flag}: {problem}; name a folder")
+    try:
+        download_sms_spam(folder, progress=False)
+    except (OSError, ValueError) as e:  # no data and no network; a corrupt file (DataIntegrityError)
+        raise UsageError(f"{flag}: {e}") from None
 
 
 _SPLIT_SHARE = {"training": "70", "validation": "10", "test": "20"}

@@ -13,15 +13,44 @@ from typing import Callable
 
 import torch
 
-from ..utils.files import write_json
+from ..utils.files import read_json_file, write_json
 from ..utils.machine import git_commit, machine
 
-__all__ = ["ResultsFile", "now"]
+__all__ = ["ResultsFile", "ResultsFileError", "read_results", "now"]
 
 
 def now() -> str:
     """The time in UTC, to the minute, as results files write it."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class ResultsFileError(ValueError):
+    """A results file cannot be read or resumed (corrupt, truncated, foreign, made with other settings); the message
+    names the file. Nothing was written to it."""
+
+
+_FIX = ("It was left as it was: move it away (or pass another --out) to start a new file, or restore it from a "
+        "backup or git.")
+
+
+def read_results(path, rows: str | None = None) -> dict:
+    """A results file's contents, checked to be a JSON object (with a list ``rows`` when given); a corrupt,
+    truncated or foreign file is a :class:`ResultsFileError` naming it (nothing is written: it is never
+    overwritten)."""
+    path = Path(path)
+    try:
+        data = read_json_file(path, None, fix=_FIX)
+    except (OSError, ValueError) as e:
+        raise ResultsFileError(str(e)) from None
+    if not isinstance(data, dict):
+        raise ResultsFileError(f"{path} is not a results file: it holds {json.dumps(data)[:60]}, not a JSON object. "
+                               f"{_FIX}")
+    if rows is not None and not isinstance(data.get(rows), list):
+        raise ResultsFileError(f"{path} is not a results file of this kind: it has no list {rows!r} "
+                               f"(its keys: {sorted(data)[:8]}). {_FIX}")
+    if rows is not None and not all(isinstance(r, dict) for r in data[rows]):
+        raise ResultsFileError(f"{path}: its {rows!r} should hold one JSON object per run; some are not. {_FIX}")
+    return data
 
 
 class ResultsFile:
@@ -34,10 +63,16 @@ class ResultsFile:
     def __init__(self, path, header: dict, *, rows: str = "runs", key: Callable[[dict], object],
                  check: Callable[[dict], None] | None = None, indent: int = 2):
         self.path, self.rows, self.key, self.indent = Path(path), rows, key, indent
-        if self.path.is_file():
-            self.data = json.loads(self.path.read_text())
+        if self.path.exists() or self.path.is_symlink():
+            self.data = read_results(self.path, rows)
             if check is not None:
-                check(self.data)
+                try:
+                    check(self.data)
+                except (KeyError, TypeError) as e:  # a field the check reads is missing or of another type
+                    raise ResultsFileError(f"{self.path} lacks or garbles {e} for this kind of results file: it "
+                                           f"was edited or is another kind of file. {_FIX}") from None
+                except ValueError as e:  # made with other settings: the check's message says which
+                    raise ResultsFileError(str(e)) from None
         else:
             self.data = {**header, rows: []}
 

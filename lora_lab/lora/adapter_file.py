@@ -13,7 +13,14 @@ from typing import Iterable
 
 from torch import nn
 
-from ..utils.files import DataIntegrityError, atomic_write, check_regular_file, read_text_file
+from ..utils.files import (
+    DataIntegrityError,
+    atomic_write,
+    check_regular_file,
+    folder_problem,
+    read_json_file,
+    read_text_file,
+)
 from .contents import (
     ADAPTER_CONFIG,
     ADAPTER_FORMAT,
@@ -23,8 +30,10 @@ from .contents import (
     AdapterContents,
     AdapterMismatchError,
     check_finite,
+    check_rank,
+    lora_a_rank,
 )
-from .interop import read_peft_adapter, save_peft_adapter
+from .interop import PEFT_WEIGHTS, read_peft_adapter, save_peft_adapter
 from .layer import check_hparams, plain_number
 from .model import (
     compiled_original,
@@ -111,6 +120,10 @@ def save_adapter(model: nn.Module, path, *, format: str = "lora_lab", extra: Ite
             raise TypeError(f"{name} must be a string (or None), got {value!r}; e.g. {name}='gpt2'")
     model = compiled_original(model)
     path = Path(path).expanduser()
+    problem = folder_problem(path, writable=False)
+    if problem:  # a file in the way, checked before anything is written (it used to be a bare FileExistsError)
+        raise FileExistsError(f"save_adapter writes a folder at {path}, but {problem}; choose another path, or "
+                              "move the file away")
     if format == "peft":
         return save_peft_adapter(model, path, extra=extra, base_model=base_model)
     hp = shared_hparams(model)
@@ -153,7 +166,7 @@ def _validated_config(cfg, cfg_path: Path) -> dict:
     """Check every field load_adapter relies on, before the model is touched."""
     where = f"{cfg_path}"
     if not isinstance(cfg, dict):
-        raise ValueError(f"{where} should hold a JSON object, got {type(cfg).__name__}; save the adapter again")
+        raise ValueError(f"{where} should hold a JSON object, got {json.dumps(cfg)[:60]}; save the adapter again")
     required = ("rank", "alpha", "scaling_rule", "layers", "sha256")
     missing = [k for k in required if k not in cfg]
     if missing:
@@ -191,16 +204,15 @@ def _validated_config(cfg, cfg_path: Path) -> dict:
 def _read_adapter(path: Path) -> tuple[dict, bytes]:
     """The folder's validated config and the weights' bytes (sha256 checked). Touches no model."""
     cfg_path, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
-    if not cfg_path.is_file() or not (weights.is_file() or any(path.glob(".adapter.*.safetensors"))):
+    if not (cfg_path.exists() or cfg_path.is_symlink()):
         raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
                                 f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
     for _ in range(5):  # a writer may be between its steps (a new config, its weights not yet renamed): look again
-        try:
-            cfg = json.loads(read_text_file(cfg_path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{cfg_path} is not valid JSON ({e}): the adapter's config is damaged. "
-                             "Save the adapter again.") from None
+        cfg = read_json_file(cfg_path, fix="The adapter's config is damaged: save the adapter again.")
         cfg = _validated_config(cfg, cfg_path)
+        if not (weights.is_file() or any(path.glob(".adapter.*.safetensors"))):
+            raise FileNotFoundError(f"{path} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}: the adapter's weights "
+                                    "are missing. Save the adapter again.")
         data = weights.read_bytes() if weights.is_file() else b""
         actual = hashlib.sha256(data).hexdigest()
         if actual == cfg["sha256"]:
@@ -235,6 +247,8 @@ def read_adapter(path) -> AdapterContents:
     except (SafetensorError, ValueError) as e:
         raise ValueError(f"{path / ADAPTER_WEIGHTS} is not a readable safetensors file ({e})") from None
     check_finite(tensors, path)
+    ranks = {n: lora_a_rank(tensors[f"{n}.lora.A"]) for n in cfg["layers"] if f"{n}.lora.A" in tensors}
+    check_rank(cfg["rank"], {n: r for n, r in ranks.items() if r is not None}, f"{path / ADAPTER_CONFIG}: rank")
     hparams = {"rank": cfg["rank"], "alpha": cfg["alpha"], "use_rslora": SCALING_RULES[cfg["scaling_rule"]],
                "dropout": cfg["dropout"]}
     return AdapterContents(path=path, config=cfg, layers=list(cfg["layers"]), hparams=hparams, tensors=tensors,
@@ -249,9 +263,11 @@ def _adapter_format(path: Path) -> str:
         check_regular_file(path / ADAPTER_CONFIG, 1 << 20)  # a FIFO or /dev/zero: an error now, not a hang
     try:
         cfg = json.loads(read_text_file(path / ADAPTER_CONFIG))
-    except (OSError, ValueError):
-        return "lora_lab"
-    return "peft" if isinstance(cfg, dict) and "peft_type" in cfg else "lora_lab"
+    except (OSError, ValueError):  # a damaged config: the weights file says whose it is (its reader names the fault)
+        cfg = None
+    if isinstance(cfg, dict):
+        return "peft" if "peft_type" in cfg else "lora_lab"
+    return "peft" if (path / PEFT_WEIGHTS).exists() and not (path / ADAPTER_WEIGHTS).exists() else "lora_lab"
 
 
 def check_adapter_fits(model: nn.Module, adapter: AdapterContents, *, base_model: str | None = None) -> list[str]:
@@ -313,6 +329,11 @@ def check_adapter_fits(model: nn.Module, adapter: AdapterContents, *, base_model
             problems.append(f"{name}: not in model")
         elif tuple(v.shape) != want:
             problems.append(f"{name}: adapter {tuple(v.shape)} vs model {want}")
+        elif not v.is_floating_point() and (k in expected or own[k].is_floating_point()):
+            # load_state_dict would cast the values silently (a bool becomes 0.0 or 1.0)
+            problems.append(f"{name}: holds {str(v.dtype).removeprefix('torch.')} values where the model has "
+                            "floating-point weights (the file was edited or not written by save_adapter; save the "
+                            "adapter again)")
     if problems:
         raise AdapterMismatchError(f"adapter {path} does not fit this model: " + "; ".join(problems[:8]))
     return to_wrap

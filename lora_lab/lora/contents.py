@@ -52,4 +52,21 @@ def check_finite(tensors: dict, path: Path) -> None:
                          "whose training diverged. Train again (lower the learning rate) and save again.")
 
 
+def check_rank(rank: int, ranks: dict[str, int], where: str) -> None:
+    """The rank a config declares against the rank of its LoRA tensors (``ranks``: layer -> the rank its ``A``
+    has). When every layer agrees on another rank, the config is what is wrong (an edited ``rank`` of 10**12
+    used to be reported as every tensor having the wrong shape): ``ValueError`` naming ``where`` and both ranks."""
+    found = set(ranks.values())
+    if len(found) == 1 and rank not in found:
+        (actual,) = found
+        raise ValueError(f"{where} is {rank}, but the adapter's LoRA tensors have rank {actual} (e.g. "
+                         f"{next(iter(ranks))}): the config was edited or belongs to another adapter. Set it to "
+                         f"{actual}, or save the adapter again.")
+
+
+def lora_a_rank(A: torch.Tensor) -> int | None:
+    """The rank of a lora_lab ``A``: ``(in, rank)`` for a Linear, ``(rank, in, kh, kw)`` for a Conv2d."""
+    return A.shape[1] if A.dim() == 2 else A.shape[0] if A.dim() == 4 else None
+
+
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layer import LoRALayer, LoRAWrapper, check_hparams, check_init, on_device_of, plain_number
+from .layer import LoRALayer, LoRAWrapper, check_hparams, check_init, check_materialized, on_device_of, plain_number
 from .targets import DEFAULT_EXCLUDE, wrap_layers
 
 __all__ = ["Conv2dLoRALayer", "Conv2dWithLoRA", "replace_conv2d_with_lora", "conv_lora_parameter_count",
@@ -45,6 +45,7 @@ def check_conv2d_supported(conv: nn.Module, name: str = "this layer") -> None:
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"Conv2dWithLoRA wraps an nn.Conv2d, got {type(conv).__name__} for {name}; "
                         "use LinearWithLoRA for nn.Linear")
+    check_materialized(conv, "Conv2dWithLoRA", None if name == "this layer" else name)
     problems = []
     if conv.groups != 1:
         problems.append(f"groups={conv.groups} (grouped/depthwise convolution)")

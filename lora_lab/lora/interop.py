@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 from ..models.protocol import HFLayout
-from ..utils.files import atomic_write, check_regular_file, permissions, read_text_file, swap_folder
-from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite
+from ..utils.files import atomic_write, check_regular_file, permissions, read_json_file, read_text_file, swap_folder
+from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite, check_rank
 from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
 
@@ -376,10 +376,12 @@ def export_base(model: nn.Module, path) -> Path:
 # --- import -------------------------------------------------------------------------------------------
 def _read_peft_config(path: Path) -> dict:
     cfg_path = path / ADAPTER_CONFIG
-    try:
-        cfg = json.loads(read_text_file(cfg_path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON ({e}); save the adapter again") from None
+    if not (cfg_path.exists() or cfg_path.is_symlink()):
+        raise FileNotFoundError(f"{path} has {PEFT_WEIGHTS} but no {ADAPTER_CONFIG}: PEFT needs both; save the "
+                                "adapter again")
+    cfg = read_json_file(cfg_path, fix="The adapter's config is damaged: save the adapter again.")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{cfg_path} should hold a JSON object, got {json.dumps(cfg)[:60]}; save the adapter again")
     if cfg.get("peft_type") != "LORA":
         raise AdapterMismatchError(f"{cfg_path} describes a PEFT {cfg.get('peft_type')} adapter; lora_lab loads "
                                    "LoRA adapters only (peft_type 'LORA')")
@@ -398,12 +400,15 @@ def _read_peft_config(path: Path) -> dict:
         raise ValueError(f"{cfg_path}: {e}") from None
     if not isinstance(cfg.get("use_rslora", False), bool):
         raise ValueError(f"{cfg_path}: use_rslora must be true or false, got {cfg['use_rslora']!r}")
+    save = cfg.get("modules_to_save")
+    if save is not None and (not isinstance(save, list) or not all(isinstance(m, str) and m for m in save)):
+        raise ValueError(f"{cfg_path}: modules_to_save must be a list of module names or null, as PEFT writes it "
+                         f"(e.g. [\"score\"]), got {save!r}; fix it or save the adapter again")
     return cfg
 
 
 def _modules_to_save(cfg: dict) -> list[str]:
-    m = cfg.get("modules_to_save") or []
-    return [m] if isinstance(m, str) else list(m)
+    return list(cfg.get("modules_to_save") or [])
 
 
 def _targeted(name: str, target_modules) -> bool:
@@ -482,6 +487,8 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
     check_finite(raw, path)
 
     rank = int(cfg["r"])
+    check_rank(rank, {k: t.shape[0] for k, t in raw.items() if k.endswith(".lora_A.weight") and t.dim() == 2},
+               f"{path / ADAPTER_CONFIG}: r")
     save_modules = _modules_to_save(cfg)
     modules = dict(model.named_modules())
     own = model.state_dict()

@@ -49,16 +49,32 @@ from torch import nn
 __all__ = ["LoRALayer", "LORA_INITS", "LinearWithLoRA"]
 
 
-def check_hparams(rank, alpha, dropout) -> None:
-    """Stop a bad rank, alpha or dropout at once, with the fix in the message: otherwise it shows up much
-    later as a shape error deep inside a matmul, or as NaN outputs. Any integer type is a rank and any
-    real number an alpha (``numbers.Integral``/``numbers.Real``), so NumPy numbers such as the values of
-    ``np.arange`` in a sweep work too; ``True`` is not taken for 1."""
+def check_rank(rank) -> None:
+    """A rank is a positive int (any integer type; ``True`` is not taken for 1): ``TypeError`` or ``ValueError``
+    with the fix in the message."""
     if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
         raise TypeError(f"rank must be a positive int, got {rank!r} ({type(rank).__name__}); "
                         "use e.g. rank=8 or rank=16")
     if rank <= 0:
         raise ValueError(f"rank must be a positive int, got {rank}; use e.g. rank=8 or rank=16")
+
+
+def check_materialized(layer: nn.Module, wrapper: str, name: str | None = None) -> None:
+    """A lazy layer (``nn.LazyLinear``, ``nn.LazyConv2d``) does not know its input size until its first batch, so
+    LoRA cannot size ``A`` for it yet: an error saying so, instead of a ZeroDivisionError from a zero width."""
+    if isinstance(layer, nn.modules.lazy.LazyModuleMixin) and layer.has_uninitialized_params():
+        raise TypeError(f"{wrapper} cannot wrap {f'{name!r}, ' if name else ''}a {type(layer).__name__}: its input "
+                        "size is not known until it has seen a batch. Run one batch through the model first (the "
+                        f"layer then becomes a plain {type(layer).__name__.removeprefix('Lazy')}), or build it with "
+                        "its sizes, then add LoRA")
+
+
+def check_hparams(rank, alpha, dropout) -> None:
+    """Stop a bad rank, alpha or dropout at once, with the fix in the message: otherwise it shows up much
+    later as a shape error deep inside a matmul, or as NaN outputs. Any integer type is a rank and any
+    real number an alpha (``numbers.Integral``/``numbers.Real``), so NumPy numbers such as the values of
+    ``np.arange`` in a sweep work too; ``True`` is not taken for 1."""
+    check_rank(rank)
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a positive number, got {alpha!r}; a common choice is alpha=rank "
                          "(scaling 1) or alpha=2*rank")
@@ -81,7 +97,9 @@ def check_init(init) -> None:
 
 
 def lora_scaling(rank: int, alpha: float, use_rslora: bool = False) -> float:
-    """The factor the low-rank update is multiplied by: alpha/rank (LoRA, PEFT) or alpha/sqrt(rank) (rsLoRA)."""
+    """The factor the low-rank update is multiplied by: alpha/rank (LoRA, PEFT) or alpha/sqrt(rank) (rsLoRA).
+    A rank of 0 or below is an error naming it (it was a ZeroDivisionError, or a negative scaling)."""
+    check_rank(rank)
     return alpha / math.sqrt(rank) if use_rslora else alpha / rank
 
 
@@ -313,6 +331,7 @@ class LinearWithLoRA(LoRAWrapper):
                  dropout: float = 0.0, use_rslora: bool = False, init: str = "peft"):
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"LinearWithLoRA wraps an nn.Linear, got {type(linear).__name__}")
+        check_materialized(linear, "LinearWithLoRA")
         with on_device_of(linear.weight):
             lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha, dropout=dropout,
                              use_rslora=use_rslora, init=init)

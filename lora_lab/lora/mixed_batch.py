@@ -246,6 +246,9 @@ class MixedAdapterModel(nn.Module):
         if not inputs or not torch.is_tensor(inputs[0]) or inputs[0].dim() == 0:
             raise TypeError("the first input must be a batch-first tensor (e.g. input_ids of shape (batch, seq))")
         n = inputs[0].shape[0]
+        if n == 0:
+            raise ValueError(f"the batch is empty (input of shape {tuple(inputs[0].shape)}): a mixed batch needs at "
+                             "least one row, each with its adapter")
         slots = self.slots(adapters, n)
         order = None
         if bool((slots[1:] < slots[:-1]).any()):  # not grouped yet: sort the batch by adapter

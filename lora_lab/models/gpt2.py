@@ -157,11 +157,15 @@ class GPT(nn.Module):
             raise TypeError(f"input_ids must be a 2-D tensor of integer token ids (batch, seq), got "
                             f"{tuple(idx.shape)} {idx.dtype}")
         B, T = idx.shape
+        if B == 0:
+            raise ValueError("input_ids has no rows (a batch of 0 messages): give the model at least one")
         if T == 0:
             raise ValueError("input_ids has no tokens (sequence length 0)")
         if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's block_size "
-                             f"{self.config.block_size}; truncate it (e.g. max_length={self.config.block_size})")
+            n = self.config.block_size
+            raise ValueError(f"sequence of {T} tokens is longer than the model's block_size {n}; truncate the "
+                             f"messages to at most {n} tokens: SpamDataset(df, max_length={n}) for a data set, "
+                             f"classify_message(..., max_tokens={n}) in the playground, or input_ids[:, :{n}]")
         if lengths is not None:
             if not torch.is_tensor(lengths) or lengths.shape != (B,) or lengths.dtype.is_floating_point:
                 raise ValueError(f"lengths must be an integer tensor with one entry per row ({B},), got "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .files import folder_problem
+
 __all__ = ["VARIABLES", "get", "profile", "progress", "widgets", "device", "precision", "cpu_bf16", "data_dir",
            "commit", "run_all"]
 
@@ -84,13 +86,18 @@ def cpu_bf16() -> bool | None:
 
 
 def data_dir() -> str | None:
-    """``LORA_LAB_DATA_DIR`` with ``~`` expanded; a path that exists and is not a folder is an error."""
+    """``LORA_LAB_DATA_DIR`` with ``~`` expanded; a path that is not a folder and cannot be created as one (a file
+    is there or above it, its parent is not writable) is an error naming the variable."""
     value = get("LORA_LAB_DATA_DIR")
     if value is None:
         return None
     value = os.path.expanduser(value)
     if os.path.exists(value) and not os.path.isdir(value):
         raise ValueError(f"LORA_LAB_DATA_DIR={value!r} is a file, not a folder: point it at a folder (it is "
+                         "created if missing), or unset it")
+    problem = folder_problem(value)
+    if problem:
+        raise ValueError(f"LORA_LAB_DATA_DIR={value!r} cannot be a folder: {problem}. Point it at a folder (it is "
                          "created if missing), or unset it")
     return value
 
@@ -103,3 +110,4 @@ def run_all() -> bool:
     """``LORA_LAB_RUN_ALL=1``: the lessons recompute their sweeps (lora_lab.experiments.sweeps) instead of reading
     the committed results."""
     return _one_of("LORA_LAB_RUN_ALL", ("0", "1"), "0") == "1"
+

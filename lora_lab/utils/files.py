@@ -5,6 +5,7 @@ always the same error, :class:`DataIntegrityError`, whose message names the file
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["DataIntegrityError", "sha256_of", "verify_sha256", "atomic_write", "write_json", "permissions",
-           "check_regular_file", "read_text_file", "copy_verified", "swap_folder"]
+           "check_regular_file", "read_text_file", "read_json_file", "folder_problem", "copy_verified", "swap_folder"]
 
 
 class DataIntegrityError(RuntimeError, ValueError):
@@ -69,6 +70,9 @@ def check_regular_file(path, limit: int | None = None) -> Path:
     before anything opens it: a FIFO would block a reader forever, and a link to ``/dev/zero`` never ends."""
     path = Path(path)
     st = os.stat(path)  # follows links: a link to a device is a device
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{path} is a folder, not a file; replace it with the file it should be (or point at "
+                         "another path)")
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{path} is not a regular file (a FIFO, a device or a socket?); replace it with the file "
                          "it should be")
@@ -81,6 +85,45 @@ def check_regular_file(path, limit: int | None = None) -> Path:
 def read_text_file(path, limit: int = 1 << 20) -> str:
     """A small text file (a config: 1 MiB at most), checked by :func:`check_regular_file` first."""
     return check_regular_file(path, limit).read_text(encoding="utf-8")
+
+
+def read_json_file(path, limit: int | None = 1 << 20, *, fix: str = "") -> object:
+    """The JSON value in a UTF-8 file (checked by :func:`check_regular_file` first). A file that is not UTF-8
+    (UTF-16, say) or not valid JSON (cut short, edited, empty) is a ``ValueError`` naming it, what is wrong and
+    ``fix``; "is not valid JSON" is in every such message."""
+    path = Path(path)
+    data = check_regular_file(path, limit).read_bytes()
+    fix = f" {fix}" if fix else ""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ValueError(f"{path} is not valid JSON: it is UTF-16 text, and these files must be UTF-8; save "
+                         f"it as UTF-8.{fix}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: it is not UTF-8 text ({e}).{fix}") from None
+    if not text.strip():
+        raise ValueError(f"{path} is not valid JSON: the file is empty (a write that was cut short?).{fix}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): it was cut short or edited.{fix}") from None
+
+
+def folder_problem(path, *, writable: bool = True) -> str | None:
+    """Why ``path`` can be neither used nor created as a folder (a file is there, or a file is where one of its
+    parents would be, or, with ``writable``, its nearest existing parent is not writable), or None when it can.
+    Nothing is created."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    if path.exists() or path.is_symlink():
+        return f"{path} is a file, not a folder"
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"{parent} is a file, so no folder can be made under it"
+    if writable and parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} does not exist, and {parent} is not writable to create it in"
+    return None
 
 
 def atomic_write(path, write) -> Path:

@@ -25,7 +25,8 @@ import torch
 from . import env
 
 __all__ = ["timed", "machine", "device_name", "cpu_name", "cpu_flags", "checkout_root", "git_commit",
-           "committed_file", "pick_device", "set_seed", "peak_memory_bytes", "reset_peak_memory", "slug"]
+           "committed_file", "device_problem", "pick_device", "set_seed", "peak_memory_bytes", "reset_peak_memory",
+           "slug"]
 
 # the instruction-set extensions that decide how fast fp32 and bf16 matrix products run on a CPU
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -141,6 +142,28 @@ def committed_file(*parts: str) -> Path | None:
         return Path(str(f)) if f.is_file() else None
     except (ModuleNotFoundError, FileNotFoundError):
         return None
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a device this machine can train on (not one torch knows, a GPU that is not here), or
+    None when it is. Nothing is allocated on it."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        return f"{name!r} is not a device torch knows"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return ("no CUDA GPU is available here (torch.cuda.is_available() is False: no GPU, no driver, or a "
+                    "PyTorch built without CUDA)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            return f"this machine has {count} CUDA GPU(s), numbered 0 to {count - 1}"
+    elif dev.type == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            return "Apple's MPS is not available here"
+    elif dev.type != "cpu":
+        return f"lora_lab trains on cpu, cuda or mps, not {dev.type}"
+    return None
 
 
 def pick_device(prefer: str | None = None) -> torch.device:

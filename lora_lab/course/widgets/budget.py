@@ -3,6 +3,7 @@ a rank and the layers wrapped) and the scaling explorer (how big the first updat
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ...lora.layer import LinearWithLoRA, lora_scaling
+from ...lora.layer import LinearWithLoRA, check_rank, lora_scaling
 from ...lora.model import (
     count_parameters,
     lora_layers,
@@ -61,6 +62,7 @@ def scaling_factor(rule: str, rank: int, alpha: float) -> float:
     raw ``alpha`` (the textbook code), or ``alpha / sqrt(rank)`` (rsLoRA)."""
     if rule not in SCALING_RULE_LABELS:
         raise ValueError(f"rule must be one of {SCALING_RULE_LABELS}, got {rule!r}")
+    check_rank(rank)  # every rule: a rank of 0 or below is no LoRA layer
     if rule == "raw α":
         return float(alpha)
     return lora_scaling(rank, alpha, use_rslora=rule == "rsLoRA α/√r")
@@ -261,6 +263,8 @@ def first_update_norm(rank: int, rule: str = "α/r", init: str = "peft", alpha: 
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= d:
         raise ValueError(f"rank must be a whole number from 1 to {d} (the layer is {d} x {d}: a higher rank "
                          f"cannot add anything), got {rank!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}; e.g. lr=1e-3")
     factor = scaling_factor(rule, int(rank), alpha)
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -269,11 +273,25 @@ def first_update_norm(rank: int, rule: str = "α/r", init: str = "peft", alpha: 
     layer.lora.scaling = factor
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, d, generator=g), torch.randn(64, d, generator=g)
-    opt = torch.optim.Adam([layer.lora.A, layer.lora.B], lr=lr)
+    params = [layer.lora.A, layer.lora.B]
+    opt = torch.optim.Adam(params, lr=lr)
     ((layer(x) - y) ** 2).mean().backward()
-    opt.step()
+    overflow = (f"alpha={alpha:g} with lr={lr:g} overflows float32 in this step ({rule} scales the update by "
+                f"{factor:.3g}): the gradients' squares, which Adam keeps, or the update itself are inf, so the "
+                "answer would be a meaningless 0.0, inf or NaN. Use a smaller alpha (usually rank to 2 * rank) "
+                "or a smaller lr")
+    try:
+        opt.step()
+    except RuntimeError as e:  # an lr above float32's range: "value cannot be converted ... without overflow"
+        if "overflow" not in str(e):
+            raise
+        raise ValueError(overflow) from None
     with torch.no_grad():
-        return float(torch.linalg.norm(layer.lora.delta_weight()))
+        states = [opt.state[p]["exp_avg_sq"] for p in params]
+        value = float(torch.linalg.norm(layer.lora.delta_weight()))
+        if not math.isfinite(value) or not all(bool(torch.isfinite(v).all()) for v in states):
+            raise ValueError(overflow)
+        return value
 
 
 def draw_first_update(rank: int = 16, rule: str = "α/r", init: str = "peft", alpha: float = 16) -> Figure:

@@ -46,6 +46,12 @@ def classify_message(model: nn.Module, tokenizer, text: str, classes=("ham", "sp
     ids = _encode(tokenizer, text, max_tokens)
     if not ids:
         raise ValueError(f"the message {text!r} has no tokens after tokenization; type some words")
+    cfg = getattr(model, "config", None)
+    context = getattr(cfg, "block_size", None) or getattr(cfg, "max_position_embeddings", None)
+    if isinstance(context, int) and len(ids) > context:  # the model's own error is about its input_ids
+        raise ValueError(f"the message has {len(ids)} tokens, more than the model's context of {context}: pass "
+                         f"max_tokens={context} (or less) to classify_message or AdapterPlayground, which keeps the "
+                         f"first {context} tokens")
     device = next(model.parameters()).device
 
     batch = Batch(torch.tensor([ids], device=device), torch.tensor([len(ids)], device=device),
