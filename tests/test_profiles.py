@@ -77,3 +77,23 @@ def test_real_profile_without_weights_stops_and_names_smoke(tmp_path):
     assert "WeightsUnavailableError" in r.stderr and "LORA_LAB_PROFILE=smoke" in r.stderr
     assert "LORA_LAB_PROFILE=offline" in r.stderr
     assert "openai-community/gpt2" in r.stderr
+
+
+def test_quick_mode_keeps_the_model_trains_a_subset_for_one_epoch_and_says_so(monkeypatch, capsys):
+    from lora_lab.experiments import sweeps
+    from lora_lab.experiments.profiles import QUICK_BANNER, get_settings
+
+    monkeypatch.setenv("LORA_LAB_QUICK", "1")
+    for profile, model in (("real", "gpt2"), ("offline", "all-MiniLM-L6-v2")):
+        s = get_settings(profile)
+        out = capsys.readouterr().out
+        assert (s.model, s.subset, s.epochs, s.quick) == (model, 60, 1, True)
+        assert QUICK_BANNER in out and "(QUICK)" in out
+        assert {p.epochs for p in sweeps.plan("ranks", s)} == {1}
+    smoke = get_settings("smoke", quiet=True)
+    assert not smoke.quick and smoke.subset == 60  # the smoke profile is quick already
+    monkeypatch.setenv("LORA_LAB_QUICK", "yes")
+    with pytest.raises(ValueError, match="LORA_LAB_QUICK='yes'"):
+        get_settings("offline", quiet=True)
+    monkeypatch.setenv("LORA_LAB_QUICK", "0")
+    assert get_settings("offline", quiet=True).quick is False

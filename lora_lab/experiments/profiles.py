@@ -11,6 +11,11 @@
 * **smoke**: a tiny *random* GPT-2, 60 messages per class, one epoch. It checks that every cell runs,
   in seconds, offline. Its numbers mean nothing, and it says so in a banner.
 
+``LORA_LAB_QUICK=1`` keeps the profile's model but trains on 60 messages per class for one epoch, and says so in
+a banner: the real model's code path in minutes, for a slow classroom machine or for CI (which runs notebooks
+3-7 this way in the real profile, against a stand-in hub: ``tests/real_quick.py``). Its accuracies are not the
+course's results.
+
 In the experiment notebooks one call, :func:`load_backbone`, turns the profile into a model factory,
 a tokenizer and a pooling rule, so every cell after it is the same code for GPT-2 and MiniLM.
 There is no silent fallback: a real run that cannot get the GPT-2 weights stops, and its message
@@ -19,7 +24,7 @@ names the ``offline`` and ``smoke`` profiles.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..data.sms import PAD_TOKEN_ID, SpamDataset, get_tokenizer, make_loader, spam_splits
@@ -29,8 +34,8 @@ from ..train.methods import DEFAULT_LR, MINILM_LR
 from ..utils import env
 from ..utils.machine import machine
 
-__all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "Backbone", "load_backbone", "gpt2_backbone",
-           "load_gpt2", "load_splits"]
+__all__ = ["PROFILES", "Settings", "get_settings", "SMOKE_BANNER", "QUICK_BANNER", "Backbone", "load_backbone",
+           "gpt2_backbone", "load_gpt2", "load_splits"]
 
 PROFILES = ("real", "offline", "smoke")
 
@@ -39,6 +44,15 @@ SMOKE_BANNER = """\
 #  SMOKE RUN: a tiny GPT-2 with RANDOM weights, a small data subset and   #
 #  1 epoch. It only checks that the code runs. Its accuracies, losses and  #
 #  timings MEAN NOTHING. Committed results come from the offline profile.  #
+############################################################################"""
+
+
+QUICK_SUBSET = 60  # messages per class: 84 training messages, 10 batches of 8, after the 70/10/20 split
+QUICK_BANNER = """\
+############################################################################
+#  QUICK RUN (LORA_LAB_QUICK=1): 60 messages per class, 1 epoch.          #
+#  The profile's own model and code path, in minutes; its accuracies      #
+#  are NOT the course's results (those are in the saved outputs).         #
 ############################################################################"""
 
 
@@ -52,8 +66,10 @@ class Settings:
     batch_size: int = 8
     max_length: int | None = None  # truncate messages to this many tokens (None: the longest in the data)
     seed: int = 123
-    # seeds for comparisons that must show their spread (a difference smaller than it is noise)
+    # the seeds a lesson trains live where it shows a spread (notebook 6); the committed sweeps, which compare
+    # methods by the paired rule (lora_lab.experiments.paired), use five (lora_lab.experiments.sweeps)
     seeds: tuple[int, ...] = (123, 124, 125)
+    quick: bool = False  # LORA_LAB_QUICK=1: the profile's model on a small subset for one epoch
 
     @property
     def is_smoke(self) -> bool:
@@ -66,7 +82,8 @@ class Settings:
     def describe(self) -> str:
         w = "pretrained" if self.pretrained else "RANDOM"
         data = f"subset of {self.subset} messages per class" if self.subset else "full balanced data"
-        return (f"profile={self.profile}: model={self.model} ({w} weights), {data}, epochs={self.epochs}, "
+        return (f"profile={self.profile}{' (QUICK)' if self.quick else ''}: model={self.model} ({w} weights), {data}, "
+                f"epochs={self.epochs}, "
                 f"batch_size={self.batch_size}, max_length={self.max_length}, seeds={list(self.seeds)}")
 
     def tag(self, device=None) -> str:
@@ -91,9 +108,13 @@ def get_settings(profile: str | None = None, *, quiet: bool = False) -> Settings
                      seeds=(123, 124))
     else:
         raise ValueError(f"LORA_LAB_PROFILE must be one of {PROFILES}, got {profile!r}")
+    if env.quick() and not s.is_smoke:  # the smoke profile is quicker already
+        s = replace(s, subset=QUICK_SUBSET, epochs=1, quick=True)
     if not quiet:
         if s.is_smoke:
             print(SMOKE_BANNER)
+        if s.quick:
+            print(QUICK_BANNER)
         print(s.describe())
     return s
 

@@ -86,7 +86,7 @@ def plan(sweep: str, settings) -> list[Point]:
         return [Point(m, s, settings.epochs) for m in METHODS for s in _seeds(settings)]
     if sweep == "ranks":
         ranks, seeded = ((1, 4, 16), (1,)) if settings.is_smoke else (RANKS, SEEDED_RANKS)
-        epochs = 1 if settings.is_smoke else 2  # 2 epochs per point keeps 39 CPU fine-tunes affordable
+        epochs = 1 if settings.is_smoke or settings.quick else 2  # 2 per point keeps 39 CPU fine-tunes affordable
         seeds = _seeds(settings)[:3]
         pts = [Point("lora", settings.seed, epochs, r, RANK_ALPHA * r if rs is None else RANK_ALPHA, rule)
                for r in ranks for rule, rs in RULES.items()]

@@ -11,7 +11,7 @@ import os
 from .files import folder_problem
 
 __all__ = ["VARIABLES", "get", "profile", "progress", "widgets", "device", "precision", "cpu_bf16", "data_dir",
-           "commit", "run_all"]
+           "commit", "run_all", "quick"]
 
 VARIABLES = {
     "LORA_LAB_PROFILE": "real | offline | smoke: which backbone the notebooks use (default: real)",
@@ -23,6 +23,7 @@ VARIABLES = {
     "LORA_LAB_DATA_DIR": "where the SMS Spam Collection is cached (default: the checkout's data/)",
     "LORA_LAB_COMMIT": "the commit results record when the code runs from a copy without .git",
     "LORA_LAB_RUN_ALL": "1: a lesson recomputes its whole sweep instead of reading the committed results",
+    "LORA_LAB_QUICK": "1: the profile's model on 60 messages per class for one epoch (a quick run; says so)",
     "LORA_LAB_THREADS": "polite or keep: how OpenMP threads wait (read by lora_lab.utils.threads, before torch)",
 }
 
@@ -111,3 +112,8 @@ def run_all() -> bool:
     the committed results."""
     return _one_of("LORA_LAB_RUN_ALL", ("0", "1"), "0") == "1"
 
+
+def quick() -> bool:
+    """``LORA_LAB_QUICK=1``: the notebooks train on a small subset for one epoch (see
+    :mod:`lora_lab.experiments.profiles`)."""
+    return _one_of("LORA_LAB_QUICK", ("0", "1"), "0") == "1"
