@@ -65,3 +65,11 @@ def test_the_interval_is_the_textbook_paired_t_interval():
     sd = 0.01  # sample sd of 1, 3, 2 (x 0.01)
     assert p.high - p.mean == pytest.approx(T_975[1] * sd / math.sqrt(3))
     assert T_975[1] == 4.303 and T_975[-1] == 2.042
+
+
+def test_a_consistent_difference_below_the_minimum_effect_is_named_as_such():
+    a = {1: 0.9720, 2: 0.9725, 3: 0.9730}
+    b = {1: 0.9700, 2: 0.9700, 3: 0.9700}
+    p = paired(a, b, ("x", "y"), n_test=300)  # +0.20, +0.25, +0.30 points: a sign, but below one message (0.33)
+    assert p.low > 0 and p.high > 1 / 300 and p.verdict == "undecided"
+    assert "a difference below the minimum effect of 0.33 points" in str(p) and "cannot decide" not in str(p)

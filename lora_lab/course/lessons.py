@@ -133,10 +133,12 @@ def lesson_card(key, profile: str | None = None) -> None:
     The profile is read as every notebook reads it (``LORA_LAB_PROFILE``, default ``real``)."""
 
     les, times = lesson(key), lesson_times()
-    active = get_settings(profile, quiet=True).profile
+    settings = get_settings(profile, quiet=True)
+    active = settings.profile
     head = f"Lesson {les.number} · {les.title}" if les.number else les.title
-    print(f"{head}  |  profile: {active}")
-    print(f"To switch, run {SWITCH} (or real / smoke) before the imports; restart the kernel if they ran.")
+    print(f"{head}  |  profile: {active}" + ("  |  QUICK: 60 messages per class, 1 epoch" if settings.quick else ""))
+    print(f"To switch, run {SWITCH} (or real / smoke) before the imports; restart the kernel if they ran. "
+          "A slow machine: %env LORA_LAB_QUICK=1 trains a small subset for one epoch.")
     print("Measured run time, whole notebook:")
     for p in PROFILES:
         print(f"  {'→' if p == active else ' '} {p:<7} {_time_text(times, les, p)}")
@@ -262,9 +264,14 @@ def times_table(times: dict | None = None) -> str:
         name = f"{les.number} · {les.title}" if les.number else les.title
         rows.append(f"| [{name}](notebooks/{les.file}) | {words:,} | {reading_minutes(words)} min | {off_s} | "
                     f"{smk_s} | not measured |")
-    machines = sorted({e["offline"]["machine"] for e in times.get("lessons", {}).values()
-                       if e.get("offline", {}).get("machine")})
-    foot = (f"\nOffline: from the committed notebooks' execution metadata, on {'; '.join(machines) or 'unknown'}. "
+    where = {}  # machine -> the lessons executed on it (lessons are re-executed one at a time, so they may differ)
+    for les in LESSONS:
+        m = times.get("lessons", {}).get(les.name, {}).get("offline", {}).get("machine")
+        if m:
+            where.setdefault(m, []).append(str(les.number) if les.number else "the solutions")
+    on = "; ".join(f"{m} ({'lesson' if len(ls) == 1 else 'lessons'} {', '.join(ls)})" if len(where) > 1 else m
+                   for m, ls in where.items())
+    foot = (f"\nOffline: from the committed notebooks' execution metadata, on {on or 'unknown'}. "
             f"Smoke: executed with nbclient on {sm.get('machine', 'unknown')}, at commit {sm.get('commit', '?')}, "
             f"started {sm.get('started', '?')}, with the 1-minute load average before and after each "
             "(above the core count, other work shared the cores). "

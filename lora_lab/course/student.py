@@ -12,7 +12,8 @@ Cell tags, one convention for the whole course (``tests/test_course_tags.py`` ch
   ``exercise`` and ``ex-N.M``; a worked solution inside a lesson would be tagged ``solution`` and ``ex-N.M``
   (the lessons have none today) and is removed from the student edition;
 * in ``solutions.ipynb`` every cell of the solution to N.M is tagged ``solution`` and ``ex-N.M``; its title,
-  install and import cells ``solution-setup``;
+  install and import cells ``solution-setup``; its answers to the concept questions
+  (:mod:`lora_lab.course.questions`) ``questions``;
 * every exercise in the lessons has a solution with the same id, and every solution an exercise;
 * other tags stay as they are (``nbval-skip``: the Colab install cell; ``slides-hide-input``: the slides show
   that cell's output without its code, see ``lora_lab.slides``).

@@ -62,12 +62,17 @@ class Paired:
         return self.verdict != "undecided"
 
     def __str__(self) -> str:
-        pts = ", ".join(f"{100 * d:+.2f}" for d in self.diffs)
-        interval = (f"95% interval {100 * self.low:+.2f} to {100 * self.high:+.2f}" if self.low is not None
+        def pts(x):  # in points, without a "-0.00" from rounding noise
+            return f"{round(100 * x, 2) + 0.0:+.2f}"
+
+        interval = (f"95% interval {pts(self.low)} to {pts(self.high)}" if self.low is not None
                     else "no interval from 1 seed")
-        why = {"undecided": f"{len(self.seeds)} seeds cannot decide",
+        small = self.low is not None and (self.low > 0 or self.high < 0)  # a sign, but below the minimum effect
+        why = {"undecided": (f"a difference below the minimum effect of {100 * self.min_effect:.2f} points" if small
+                             else f"{len(self.seeds)} seeds cannot decide"),
                "equivalent": f"no difference of {100 * self.min_effect:.2f} points or more"}.get(self.verdict, "")
-        return (f"{self.a} - {self.b}: {100 * self.mean:+.2f} points (per seed {pts}; {interval}) -> {self.verdict}"
+        return (f"{self.a} - {self.b}: {pts(self.mean)} points (per seed {', '.join(map(pts, self.diffs))}; "
+                f"{interval}) -> {self.verdict}"
                 + (f" ({why})" if why else ""))
 
 
