@@ -240,3 +240,22 @@ def test_initial_A_is_what_finetune_starts_from():
     assert init.keys() == trained.keys()
     assert all(torch.equal(init[n], trained[n]) for n in init)
     assert not torch.equal(C._initial_A(bb, 8, 2, 4)[next(iter(init))], init[next(iter(init))])
+
+
+def test_compare_pairs_runs_by_seed_and_uses_the_paired_rule():
+    import pandas as pd
+
+    from lora_lab.experiments import claims
+
+    rows = []
+    for seed, (a16, b16, a32, b32) in zip((1, 2, 3), [(0.50, 0.70, 0.9, 0.2), (0.52, 0.71, 0.1, 0.8),
+                                                       (0.49, 0.69, 0.5, 0.5)]):
+        for size, a, b in ((16, a16, b16), (32, a32, b32)):
+            rows += [{"size": size, "label": "lora-8", "seed": seed, "m": a},
+                     {"size": size, "label": "full", "seed": seed, "m": b}]
+    t = claims.compare(pd.DataFrame(rows), "m", "lora-8", "full")
+    assert t.loc[16, "verdict"] == "full higher" and t.loc[16, "95% high"] < 0  # consistent in every pair
+    assert t.loc[32, "verdict"] == "undecided"  # the same means could come from any order: the pairs disagree
+    assert t.loc[16, "lora-8 - full"] == pytest.approx(-0.1967, abs=1e-3) and (t.seeds == 3).all()
+    # with a minimum effect of 0.5 the whole interval (about -0.22 to -0.17) lies within it: no difference that counts
+    assert claims.compare(pd.DataFrame(rows), "m", "lora-8", "full", min_effect=0.5).loc[16, "verdict"] == "equivalent"

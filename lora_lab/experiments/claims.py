@@ -51,6 +51,7 @@ from ..utils.files import atomic_write, write_json
 from ..utils.machine import checkout_root, committed_file, pick_device, set_seed
 from ..utils.precision import precision_for, precision_name
 from .measures import embed, explained_share, forgetting, perplexity, subspace_similarity, top_energy_share
+from .paired import paired
 from .profiles import SMOKE_BANNER, get_settings, load_backbone, load_splits
 from .results import ResultsFile, ResultsFileError, now, read_results
 from .runs import finetune
@@ -456,21 +457,21 @@ def spread_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return g.agg(["mean", "min", "max", "count"]).rename(columns={"count": "seeds"})
 
 
-def compare(df: pd.DataFrame, metric: str, a: str, b: str) -> pd.DataFrame:
-    """Per training size: the mean of ``metric`` for method ``a`` minus method ``b``, the seed spread (the wider
-    of the two methods' max - min), and a verdict: ``noise`` when the difference is not larger than the spread,
-    or when either method has fewer than 2 seeds (a spread cannot be measured)."""
-    t = spread_table(df, metric)
+def compare(df: pd.DataFrame, metric: str, a: str, b: str, min_effect: float = 0.0) -> pd.DataFrame:
+    """Per training size: ``metric`` of method ``a`` minus method ``b``, paired by seed, judged by the course's one
+    rule (:func:`lora_lab.experiments.paired.paired`): the mean difference, its 95% interval, the seeds both have,
+    and a verdict, ``"<a> higher"``/``"<b> higher"`` (the interval excludes zero and the mean difference is at
+    least ``min_effect``, in the metric's units), ``"equivalent"`` or ``"undecided"``."""
     rows = []
     for size in sorted(df["size"].unique()):
-        if (size, a) not in t.index or (size, b) not in t.index:
+        at = df[df["size"] == size]
+        va, vb = ({int(r.seed): float(getattr(r, metric)) for r in at[at.label == m].itertuples()} for m in (a, b))
+        if not set(va) & set(vb):
             continue
-        ra, rb = t.loc[(size, a)], t.loc[(size, b)]
-        diff, spread = ra["mean"] - rb["mean"], max(ra["max"] - ra["min"], rb["max"] - rb["min"])
-        seeds = int(min(ra["seeds"], rb["seeds"]))
-        verdict = ("no spread (1 seed)" if seeds < 2 else
-                   "noise" if abs(diff) <= spread else f"{a if diff > 0 else b} higher")
-        rows.append({"size": size, f"{a} - {b}": diff, "seed spread": spread, "seeds": seeds, "verdict": verdict})
+        p = paired(va, vb, (a, b), min_effect=min_effect)
+        verdict = p.verdict.replace(" better", " higher")
+        rows.append({"size": size, f"{a} - {b}": p.mean, "95% low": p.low, "95% high": p.high,
+                     "seeds": len(p.seeds), "verdict": verdict})
     return pd.DataFrame(rows).set_index("size")
 
 
