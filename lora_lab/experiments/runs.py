@@ -14,6 +14,7 @@ from ..lora.model import count_parameters
 from ..train.loop import evaluate, train_classifier
 from ..train.methods import apply_method
 from ..utils.machine import set_seed
+from .gpu_memory import check_gpu_memory
 
 __all__ = ["finetune", "seed_spread"]
 
@@ -34,6 +35,8 @@ def finetune(backbone, method: str, train_ds, val_loader, test_loader=None, *, s
     the loaders given for evaluation should hold this process's share. ``on_start(model, lr)`` is called once
     the model is built, before training (the command line prints what will train).
     """
+    # on a GPU: say what the step will need, and refuse now (naming what would fit) rather than on the first step
+    check_gpu_memory(backbone.name, method, batch_size, device, rank=rank, log=log or print)
     set_seed(seed)  # the same head init, LoRA init and batch order for a given seed
     model = apply_method(backbone.classifier(device=device), method, rank, alpha, **lora_kwargs)
     lr = backbone.lr[method] if lr is None else lr
