@@ -97,3 +97,14 @@ def test_a_file_that_is_not_a_sweep_is_named(tmp_path):
     bad.write_text('{"schema": "lora_lab.claims/1"}')
     with pytest.raises(ValueError, match="not a sweep results file"):
         sweeps.load_sweep(bad)
+
+
+def test_a_corrupt_sweep_file_is_named_by_the_command_and_left_as_it_was(tmp_path, capsys):
+    bad = tmp_path / "ranks.json"
+    bad.write_text('{"schema": "lora_lab.sweep/1", "runs": [')  # cut off mid-write
+    with pytest.raises(SystemExit, match="ranks.json"):
+        sweeps.main(["ranks", "--profile", "smoke", "--out", str(bad), "--max-runs", "1"])
+    assert bad.read_text() == '{"schema": "lora_lab.sweep/1", "runs": ['
+    with pytest.raises(SystemExit, match="ranks.json"):
+        sweeps.main(["ranks", "--profile", "smoke", "--out", str(bad)])
+    assert bad.read_text() == '{"schema": "lora_lab.sweep/1", "runs": ['

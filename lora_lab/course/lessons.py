@@ -136,7 +136,8 @@ def lesson_card(key, profile: str | None = None) -> None:
     settings = get_settings(profile, quiet=True)
     active = settings.profile
     head = f"Lesson {les.number} · {les.title}" if les.number else les.title
-    print(f"{head}  |  profile: {active}" + ("  |  QUICK: 60 messages per class, 1 epoch" if settings.quick else ""))
+    quick = f"  |  QUICK: {settings.subset} messages per class, {settings.epochs} epoch" if settings.quick else ""
+    print(f"{head}  |  profile: {active}{quick}")
     print(f"To switch, run {SWITCH} (or real / smoke) before the imports; restart the kernel if they ran. "
           "A slow machine: %env LORA_LAB_QUICK=1 trains a small subset for one epoch.")
     print("Measured run time, whole notebook:")

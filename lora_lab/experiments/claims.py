@@ -452,7 +452,7 @@ def runs_frame(results: dict) -> pd.DataFrame:
 
 def spread_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, min and max of ``metric`` over the seeds, per method and training size (one row each), with the
-    number of seeds: the seed spread every comparison must beat."""
+    number of seeds: what the plots' bands show (differences are judged by :func:`compare`, paired by seed)."""
     g = df.groupby(["size", "label"])[metric]
     return g.agg(["mean", "min", "max", "count"]).rename(columns={"count": "seeds"})
 

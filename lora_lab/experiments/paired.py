@@ -56,6 +56,7 @@ class Paired:
     high: float | None
     min_effect: float
     verdict: str
+    reason: str = ""  # why an undecided comparison is undecided, or what "equivalent" means here
 
     @property
     def decided(self) -> bool:
@@ -67,10 +68,7 @@ class Paired:
 
         interval = (f"95% interval {pts(self.low)} to {pts(self.high)}" if self.low is not None
                     else "no interval from 1 seed")
-        small = self.low is not None and (self.low > 0 or self.high < 0)  # a sign, but below the minimum effect
-        why = {"undecided": (f"a difference below the minimum effect of {100 * self.min_effect:.2f} points" if small
-                             else f"{len(self.seeds)} seeds cannot decide"),
-               "equivalent": f"no difference of {100 * self.min_effect:.2f} points or more"}.get(self.verdict, "")
+        why = self.reason
         return (f"{self.a} - {self.b}: {pts(self.mean)} points (per seed {', '.join(map(pts, self.diffs))}; "
                 f"{interval}) -> {self.verdict}"
                 + (f" ({why})" if why else ""))
@@ -105,4 +103,7 @@ def paired(a: Mapping, b: Mapping, names: tuple[str, str] = ("a", "b"), *, n_tes
             verdict = f"{names[0] if mean > 0 else names[1]} better"
         elif -min_effect - eps <= low and high <= min_effect + eps and min_effect > 0:
             verdict = "equivalent"
-    return Paired(names[0], names[1], seeds, diffs, mean, low, high, min_effect, verdict)
+    reason = {"undecided": (f"a difference below the minimum effect of {100 * min_effect:.2f} points"
+                            if low is not None and (low > 0 or high < 0) else f"{n} seeds cannot decide"),
+              "equivalent": f"no difference of {100 * min_effect:.2f} points or more"}.get(verdict, "")
+    return Paired(names[0], names[1], seeds, diffs, mean, low, high, min_effect, verdict, reason)

@@ -48,12 +48,10 @@ SMOKE_BANNER = """\
 
 
 QUICK_SUBSET = 60  # messages per class: 84 training messages, 10 batches of 8, after the 70/10/20 split
-QUICK_BANNER = """\
-############################################################################
-#  QUICK RUN (LORA_LAB_QUICK=1): 60 messages per class, 1 epoch.          #
-#  The profile's own model and code path, in minutes; its accuracies      #
-#  are NOT the course's results (those are in the saved outputs).         #
-############################################################################"""
+QUICK_BANNER = "\n".join(["#" * 76] + [f"#  {line:<71}#" for line in (
+    f"QUICK RUN (LORA_LAB_QUICK=1): {QUICK_SUBSET} messages per class, 1 epoch.",
+    "The profile's own model and code path, in minutes; its accuracies",
+    "are NOT the course's results (those are in the saved outputs).")] + ["#" * 76])
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from ..train.methods import apply_method
 from ..utils.files import write_json
 from ..utils.machine import git_commit, machine, set_seed
 from ..utils.precision import precision_for, precision_name
-from .profiles import get_settings, load_backbone, load_splits
+from .profiles import PROFILES, get_settings, load_backbone, load_splits
 
 __all__ = ["KINDS", "kind_of", "profile_steps", "main"]
 
@@ -94,7 +94,7 @@ def profile_steps(settings, *, steps: int = 20, warmup: int = 5, rank: int = 16,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lora_lab.experiments.step_profile", description=__doc__.split("\n")[0])
-    p.add_argument("--profile", choices=("real", "offline", "smoke"), default="offline")
+    p.add_argument("--profile", choices=PROFILES, default="offline")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", help="JSON file to write (default: print only)")

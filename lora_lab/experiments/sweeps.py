@@ -35,7 +35,7 @@ from ..utils import env
 from ..utils.machine import checkout_root, committed_file, pick_device
 from ..utils.precision import precision_for, precision_name
 from .profiles import SMOKE_BANNER, get_settings, load_backbone, load_splits
-from .results import ResultsFile, now
+from .results import ResultsFile, ResultsFileError, now, read_results
 from .runs import finetune
 
 __all__ = ["SWEEPS", "RULES", "METHODS", "Point", "plan", "live_point", "sweep_data", "run_point", "run_sweep",
@@ -86,7 +86,7 @@ def plan(sweep: str, settings) -> list[Point]:
         return [Point(m, s, settings.epochs) for m in METHODS for s in _seeds(settings)]
     if sweep == "ranks":
         ranks, seeded = ((1, 4, 16), (1,)) if settings.is_smoke else (RANKS, SEEDED_RANKS)
-        epochs = 1 if settings.is_smoke or settings.quick else 2  # 2 per point keeps 39 CPU fine-tunes affordable
+        epochs = min(settings.epochs, 2)  # 2 per point keeps 39 CPU fine-tunes affordable (smoke, quick: 1)
         seeds = _seeds(settings)[:3]
         pts = [Point("lora", settings.seed, epochs, r, RANK_ALPHA * r if rs is None else RANK_ALPHA, rule)
                for r in ranks for rule, rs in RULES.items()]
@@ -190,13 +190,11 @@ def committed_path(sweep: str, profile: str) -> Path | None:
 
 
 def load_sweep(path) -> dict:
-    import json
-
-    data = json.loads(Path(path).read_text())
+    data = read_results(path)  # a corrupt or truncated file is named (ResultsFileError)
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{path} is not a sweep results file (schema {data.get('schema')!r}): pass a file written "
                          "by python -m lora_lab.sweeps")
-    return data
+    return read_results(path, "runs")  # and its runs are a list of rows
 
 
 def frame(data: dict) -> pd.DataFrame:
@@ -229,14 +227,12 @@ def lesson_results(sweep: str, settings, backbone=None, *, device="cpu", run_all
             f"commit {launch['commit']} on {launch['machine']}")
         return frame(data), data
     known = {live["key"]: live} if live else None
-    if run_all:  # resumable, in runs/sweeps/: a second RUN_ALL picks up where the first stopped
-        data = run_sweep(sweep, settings, device=device, backbone=backbone, known=known, log=log,
-                         command=f"lesson_results({sweep!r}, run_all=True)")
-        return frame(data), data
-    # the smoke profile's small sweep starts afresh each time: no row made by older code is reused
     with tempfile.TemporaryDirectory() as tmp:
-        data = run_sweep(sweep, settings, Path(tmp) / f"{sweep}-smoke.json", device=device, backbone=backbone,
-                         known=known, log=log, command=f"lesson_results({sweep!r})")
+        # RUN_ALL resumes in runs/sweeps/ (a second run picks up where the first stopped); the smoke profile's small
+        # sweep starts afresh in a temporary file, so no row made by older code is reused
+        out = None if run_all else Path(tmp) / f"{sweep}-{settings.profile}.json"
+        data = run_sweep(sweep, settings, out, device=device, backbone=backbone, known=known, log=log,
+                         command=f"lesson_results({sweep!r}{', run_all=True' if run_all else ''})")
     return frame(data), data
 
 
@@ -261,11 +257,17 @@ def main(argv=None) -> int:
     points = plan(a.sweep, settings)
     if a.max_runs is not None:
         out = Path(a.out or REPO / "runs" / "sweeps" / f"{a.sweep}-{settings.profile}.json")
-        done = {r["key"] for r in load_sweep(out)["runs"]} if out.is_file() else set()
+        try:
+            done = {r["key"] for r in load_sweep(out)["runs"]} if out.exists() else set()
+        except (ResultsFileError, ValueError) as e:
+            raise SystemExit(f"error: {e}") from None
         points = [pt for pt in points if pt.key not in done][:a.max_runs]
     command = "python -m lora_lab.sweeps " + " ".join(sys.argv[1:] if argv is None else argv)
-    data = run_sweep(a.sweep, settings, a.out, device=pick_device(a.device), points=points,
-                     command=command.strip(), log=lambda s: print(s, flush=True))
+    try:
+        data = run_sweep(a.sweep, settings, a.out, device=pick_device(a.device), points=points,
+                         command=command.strip(), log=lambda s: print(s, flush=True))
+    except ResultsFileError as e:  # corrupt, truncated, foreign or other settings: --out is left as it was
+        raise SystemExit(f"error: {e}") from None
     print(f"{len(data['runs'])} runs in the results file; complete: {data['complete']}")
     return 0
 

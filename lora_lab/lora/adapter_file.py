@@ -29,8 +29,8 @@ from .contents import (
     SHA256_PATTERN,
     AdapterContents,
     AdapterMismatchError,
+    check_config_rank,
     check_finite,
-    check_rank,
     lora_a_rank,
 )
 from .interop import PEFT_WEIGHTS, read_peft_adapter, save_peft_adapter
@@ -248,7 +248,7 @@ def read_adapter(path) -> AdapterContents:
         raise ValueError(f"{path / ADAPTER_WEIGHTS} is not a readable safetensors file ({e})") from None
     check_finite(tensors, path)
     ranks = {n: lora_a_rank(tensors[f"{n}.lora.A"]) for n in cfg["layers"] if f"{n}.lora.A" in tensors}
-    check_rank(cfg["rank"], {n: r for n, r in ranks.items() if r is not None}, f"{path / ADAPTER_CONFIG}: rank")
+    check_config_rank(cfg["rank"], {n: r for n, r in ranks.items() if r is not None}, f"{path / ADAPTER_CONFIG}: rank")
     hparams = {"rank": cfg["rank"], "alpha": cfg["alpha"], "use_rslora": SCALING_RULES[cfg["scaling_rule"]],
                "dropout": cfg["dropout"]}
     return AdapterContents(path=path, config=cfg, layers=list(cfg["layers"]), hparams=hparams, tensors=tensors,

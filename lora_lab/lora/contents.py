@@ -52,7 +52,7 @@ def check_finite(tensors: dict, path: Path) -> None:
                          "whose training diverged. Train again (lower the learning rate) and save again.")
 
 
-def check_rank(rank: int, ranks: dict[str, int], where: str) -> None:
+def check_config_rank(rank: int, ranks: dict[str, int], where: str) -> None:
     """The rank a config declares against the rank of its LoRA tensors (``ranks``: layer -> the rank its ``A``
     has). When every layer agrees on another rank, the config is what is wrong (an edited ``rank`` of 10**12
     used to be reported as every tensor having the wrong shape): ``ValueError`` naming ``where`` and both ranks."""

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..models.protocol import HFLayout
 from ..utils.files import atomic_write, check_regular_file, permissions, read_json_file, read_text_file, swap_folder
-from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_finite, check_rank
+from .contents import ADAPTER_CONFIG, AdapterContents, AdapterMismatchError, check_config_rank, check_finite
 from .layer import LinearWithLoRA, check_hparams, plain_number
 from .model import lora_layers, lora_parameter_names, selects, shared_hparams
 
@@ -487,7 +487,7 @@ def read_peft_adapter(path, model: nn.Module) -> AdapterContents:
     check_finite(raw, path)
 
     rank = int(cfg["r"])
-    check_rank(rank, {k: t.shape[0] for k, t in raw.items() if k.endswith(".lora_A.weight") and t.dim() == 2},
+    check_config_rank(rank, {k: t.shape[0] for k, t in raw.items() if k.endswith(".lora_A.weight") and t.dim() == 2},
                f"{path / ADAPTER_CONFIG}: r")
     save_modules = _modules_to_save(cfg)
     modules = dict(model.named_modules())
