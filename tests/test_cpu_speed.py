@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from lora_lab.data import LengthBucketSampler, collate, padding_share
+from lora_lab.data import LengthBucketSampler, batch_mix, collate, make_loader, padding_share
 from lora_lab.utils import precision, threads
 
 LENGTHS = [((i * 37) % 97) + 1 for i in range(203)]  # 203 examples, lengths 1..97 in a scrambled order
@@ -65,6 +65,49 @@ def test_buckets_without_drop_last_keep_every_example():
 def test_buckets_bad_input(kw, msg):
     with pytest.raises(ValueError, match=msg):
         LengthBucketSampler(LENGTHS, **kw)
+
+
+# like SMS spam: the long messages are mostly one class (spam), so sorting by length sorts by class
+SPAMMY = [(n, int(n > 60) if i % 20 else int(n <= 60)) for i, n in enumerate(LENGTHS)]
+
+
+class _Spammy(torch.utils.data.Dataset):
+    def __len__(self):
+        return len(SPAMMY)
+
+    def __getitem__(self, i):
+        n, y = SPAMMY[i]
+        return [1] * n, y
+
+
+def test_buckets_keep_the_classes_mixed_when_given_the_labels():
+    random, length, mixed = (batch_mix(make_loader(_Spammy(), 8, shuffle=True, drop_last=True, seed=1, bucket=b))
+                             for b in (False, "length", True))
+    assert length["single_class"] > 0.3  # the fault: length-sorted pools sort spam from ham
+    assert mixed["single_class"] <= random["single_class"]  # the fix: no worse than random batches
+    assert mixed["padding"] < random["padding"] * 0.9  # and still padding less than random batches
+    assert length["padding"] < mixed["padding"]  # the price, which lesson 3 shows
+
+
+def test_mixed_buckets_hold_the_classes_in_the_pools_proportions():
+    labels = [y for _, y in SPAMMY]
+    s = LengthBucketSampler([n for n, _ in SPAMMY], 8, labels=labels, seed=2, pool_batches=25)
+    batches = _batches(s, 8)
+    share = sum(labels) / len(labels)
+    for b in batches:  # each batch within one message of the pool's class share
+        assert abs(sum(labels[i] for i in b) - 8 * share) <= 1.5
+    assert sorted(i for b in batches for i in b) == sorted(set(s))  # still each example at most once
+    s.set_epoch(1)
+    assert _batches(s, 8) != batches  # and a new order each epoch
+
+
+def test_bucket_labels_and_choice_are_checked():
+    with pytest.raises(ValueError, match="one label per example"):
+        LengthBucketSampler(LENGTHS, 8, labels=[0, 1])
+    with pytest.raises(ValueError, match="'mixed'"):
+        make_loader(_Toy(), 8, shuffle=True, bucket="sorted")
+    assert make_loader(_Toy(), 8, shuffle=True, bucket="length").sampler.labels is None
+    assert make_loader(_Toy(), 8, shuffle=True, bucket=True).sampler.labels == [i % 2 for i in range(203)]
 
 
 def test_native_bf16_is_read_from_the_flags():

@@ -88,7 +88,9 @@ class ClaimsConfig:
     # launch starts (bf16 autocast on a CPU with native bf16, else fp32) and stored resolved, so a resume on
     # a machine that resolves it differently is refused instead of pooling bf16 and fp32 runs
     precision: str = "auto"
-    bucket: bool = True  # length-bucketed training batches (lora_lab.data.bucketing), the course default
+    # training batches: "mixed" = similar lengths, classes mixed (lora_lab.data.bucketing, the course default);
+    # "length" = similar lengths only, the default until lesson 3 measured that it sorts spam from ham
+    bucket: bool | str = "mixed"
 
     def comparable(self) -> dict:
         """The fields that must match for runs to be pooled (sizes and seeds may grow between launches)."""

@@ -98,8 +98,8 @@ class FinetuneConfig:
                                number=_number(1, optional=True))
     precision: str = _flag("auto", "auto: bf16 autocast on GPUs, and on CPUs with native bf16 where a probe shows "
                            "it is faster", choices=PRECISIONS)
-    bucket: bool = _flag(True, "batch messages of similar length together (less padding; still a new order each "
-                         "epoch; lora_lab.data.bucketing)")
+    bucket: bool = _flag(True, "batch messages of similar length together, the classes mixed in each batch (less "
+                         "padding; still a new order each epoch; lora_lab.data.bucketing)")
     device: str | None = _flag(None, "cpu, cuda, mps (default: the best available)")
     seed: int = _flag(123, number=_number(0))
     data_dir: str | None = _flag(None, "where the SMS Spam Collection is cached (default: data/)")

@@ -181,11 +181,11 @@ class Backbone:
 
         return tuple(SpamDataset(df, self.tokenizer, max_length=self.max_length) for df in frames)
 
-    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123, bucket: bool | None = None, *,
+    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123, bucket: bool | str | None = None, *,
                num_replicas: int = 1, rank: int = 0):
         """Batches padded to their own longest message with this model's padding id (training loaders
-        shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths, by default
-        whenever the loader shuffles: see :mod:`lora_lab.data.bucketing`).
+        shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths with the classes
+        mixed, by default whenever the loader shuffles: see :func:`lora_lab.data.make_loader`).
         Under DDP, ``num_replicas`` processes each take their share; ``rank`` is this process's DDP rank."""
 
         return make_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed,

@@ -21,7 +21,7 @@ __all__ = ["finetune", "seed_spread"]
 
 def finetune(backbone, method: str, train_ds, val_loader, test_loader=None, *, seed: int = 123,
              epochs: int = 3, batch_size: int = 8, lr: float | None = None, rank: int = 16, alpha: float = 16,
-             device="cpu", log=None, precision: str = "auto", bucket: bool | None = None,
+             device="cpu", log=None, precision: str = "auto", bucket: bool | str | None = None,
              weight_decay: float | None = None, world: int = 1, ddp_rank: int = 0, on_start=None,
              **lora_kwargs) -> dict:
     """One fine-tuning run from the pretrained backbone: seed, fresh classifier, method, train, test. The one

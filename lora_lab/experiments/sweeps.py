@@ -144,7 +144,7 @@ def _header(sweep: str, settings, backbone, device) -> dict:
             "model": settings.model, "pretrained": settings.pretrained, "subset": settings.subset,
             "batch_size": settings.batch_size, "max_length": settings.max_length, "split_seed": settings.seed,
             "lr": dict(backbone.lr), "precision": precision_name(precision_for(torch.device(device), "auto")),
-            "bucket": True}
+            "bucket": "mixed"}  # the training batches: similar lengths, classes mixed (lora_lab.data.bucketing)
 
 
 def run_sweep(sweep: str, settings, out=None, *, device="cpu", points=None, log=print, command=None,
