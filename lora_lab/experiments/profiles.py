@@ -181,8 +181,8 @@ class Backbone:
 
         return tuple(SpamDataset(df, self.tokenizer, max_length=self.max_length) for df in frames)
 
-    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123, bucket: bool | str | None = None, *,
-               num_replicas: int = 1, rank: int = 0):
+    def loader(self, dataset, batch_size: int, shuffle: bool = False, seed: int = 123,
+               bucket: bool | str | None = None, *, num_replicas: int = 1, rank: int = 0):
         """Batches padded to their own longest message with this model's padding id (training loaders
         shuffle with ``seed`` and drop the last partial batch; ``bucket`` groups similar lengths with the classes
         mixed, by default whenever the loader shuffles: see :func:`lora_lab.data.make_loader`).
