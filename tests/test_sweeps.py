@@ -31,6 +31,19 @@ def test_plans_cover_what_the_lessons_claim():
     assert sweeps.live_point("ranks", off) in ranks
     with pytest.raises(ValueError, match="unknown sweep"):
         sweeps.plan("nope", off)
+    lrs = sweeps.plan("lrs", off)  # notebook 5's learning rates: both methods, every rate, the same 3 seeds
+    assert len(lrs) == 24 and len({p.key for p in lrs}) == 24
+    for m in ("lora", "full"):
+        assert {(p.lr, p.seed) for p in lrs if p.method == m} == {(lr, s) for lr in sweeps.LRS for s in (123, 124, 125)}
+    assert sweeps.plan("methods", off)[0].key == "lora|r16|a16|α/r|e3|s123"  # no lr in the keys of default-rate runs
+
+
+def test_a_points_learning_rate_is_the_one_it_trains_with(smoke, tmp_path):
+    s, bb = smoke
+    point = sweeps.plan("lrs", s)[-1]
+    data = sweeps.run_sweep("lrs", s, tmp_path / "l.json", backbone=bb, points=[point], log=None)
+    row = data["runs"][0]
+    assert row["lr"] == point.lr == 1e-2 and "|lr0.01|" in row["key"] and row["lr"] != bb.lr[point.method]
 
 
 def test_the_live_row_equals_the_files_row(smoke, tmp_path):

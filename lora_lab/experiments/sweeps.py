@@ -44,13 +44,15 @@ __all__ = ["SWEEPS", "RULES", "METHODS", "Point", "plan", "live_point", "sweep_d
 SCHEMA = "lora_lab.sweep/1"
 REPO = checkout_root() or Path.cwd()
 SWEEPS = {"methods": "notebook 5: LoRA, the last block and full fine-tuning, the same seeds",
-          "ranks": "notebook 7: ranks 1 to 64 under three scaling rules, more seeds at ranks 1, 8 and 64"}
+          "ranks": "notebook 7: ranks 1 to 64 under three scaling rules, more seeds at ranks 1, 8 and 64",
+          "lrs": "notebook 5: learning rates 1e-5 to 1e-2 for LoRA and full fine-tuning, the same three seeds"}
 METHODS = ("lora", "last-block", "full")
 # the three scaling rules of notebook 2, as the use_rslora switch (None: raw alpha, expressed as alpha = 16 * r)
 RULES = {"raw α": None, "α/r": False, "rsLoRA α/√r": True}
 RANKS = (1, 2, 4, 8, 16, 32, 64)
 SEEDED_RANKS = (1, 8, 64)  # the ranks that carry notebook 7's conclusions get every seed, the others one
 RANK_ALPHA = 16
+LRS = (1e-5, 1e-4, 1e-3, 1e-2)  # a decade apart, around both methods' defaults (lora_lab.train.methods)
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ class Point:
     rank: int = 16
     alpha: float = 16
     rule: str = "α/r"  # one of RULES; raw α is alpha = RANK_ALPHA * rank with the α/r code
+    lr: float | None = None  # None: the backbone's default for the method
 
     @property
     def key(self) -> str:
         lora = f"|r{self.rank}|a{self.alpha:g}|{self.rule}" if self.method == "lora" else ""
-        return f"{self.method}{lora}|e{self.epochs}|s{self.seed}"
+        lr = "" if self.lr is None else f"|lr{self.lr:g}"
+        return f"{self.method}{lora}{lr}|e{self.epochs}|s{self.seed}"
 
     @property
     def use_rslora(self) -> bool:
@@ -92,13 +96,17 @@ def plan(sweep: str, settings) -> list[Point]:
                for r in ranks for rule, rs in RULES.items()]
         pts += [replace(p, seed=s) for s in seeds[1:] for p in pts if p.rank in seeded]
         return pts
+    if sweep == "lrs":
+        lrs = (1e-4, 1e-2) if settings.is_smoke else LRS
+        return [Point(m, s, min(settings.epochs, 2), lr=lr) for m in ("lora", "full") for lr in lrs
+                for s in _seeds(settings)[:3]]
     raise ValueError(f"unknown sweep {sweep!r}: use one of {list(SWEEPS)}")
 
 
 def live_point(sweep: str, settings) -> Point:
     """The point a lesson trains live: full fine-tuning for notebook 5 (its weight change is section 3's subject),
     α/r at rank 8 for notebook 7; the first seed."""
-    if sweep == "methods":
+    if sweep in ("methods", "lrs"):
         return next(p for p in plan(sweep, settings) if p.method == "full")
     rank = 4 if settings.is_smoke else 8
     return next(p for p in plan(sweep, settings) if p.rank == rank and p.rule == "α/r")
@@ -122,8 +130,8 @@ def run_point(backbone, point: Point, train_ds, val_loader, test_loader, device=
            "load1_before": round(os.getloadavg()[0], 2)}
     try:
         r = finetune(backbone, point.method, train_ds, val_loader, test_loader, seed=point.seed, epochs=point.epochs,
-                     batch_size=batch_size, rank=point.rank, alpha=point.alpha, use_rslora=point.use_rslora,
-                     device=device, precision=precision, bucket=bucket, log=log)
+                     batch_size=batch_size, lr=point.lr, rank=point.rank, alpha=point.alpha,
+                     use_rslora=point.use_rslora, device=device, precision=precision, bucket=bucket, log=log)
     except NonFiniteLossError as e:
         return {**row, "diverged": True, "error": str(e)[:300]}, None
     hist = r["hist"]
