@@ -59,7 +59,7 @@ from ..utils.machine import (
 from ..utils.precision import make_grad_scaler, precision_for, precision_name
 from .bench_results import committed_results, ratios, summary_table
 from .finetune_job import FinetuneConfig, run
-from .results import ResultsFileError, read_results
+from .results import exit_on_results_error, read_results
 
 __all__ = ["run_one", "run_all", "measure", "model_flops_per_step", "device_name", "ddp_comm",
            "inference_latency", "end_to_end", "committed_results", "summary_table", "ratios"]
@@ -397,10 +397,8 @@ def _main_append(args, device: str) -> None:
 
     if not args.out or not Path(args.out).is_file():
         raise SystemExit("--append needs --out naming an existing results file")
-    try:  # read and checked before anything is measured; a damaged file is never written over
+    with exit_on_results_error("error: --append --out"):  # checked before anything is measured; never written over
         result = read_results(args.out)
-    except ResultsFileError as e:
-        raise SystemExit(f"error: --append --out: {e}") from None
     if args.e2e:
         result["end_to_end"] = end_to_end(args.e2e, epochs=args.e2e_epochs, device=device)
         result["end_to_end_commit"] = git_commit()

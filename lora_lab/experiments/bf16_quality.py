@@ -14,7 +14,7 @@ from ..utils.machine import cpu_flags, device_name, slug
 from ..utils.plots import style
 from ..utils.precision import cpu_autocast_dtype, cpu_has_native_bf16, probe_cpu_bf16
 from .profiles import get_settings, load_backbone, load_splits
-from .results import ResultsFile, ResultsFileError, read_results
+from .results import ResultsFile, exit_on_results_error, read_results
 from .runs import finetune
 
 __all__ = ["quality_check"]
@@ -127,10 +127,8 @@ def main(argv=None):
         print(f"precision='auto' on this CPU: {cpu_autocast_dtype() or 'fp32'}")
         return
     if args.cmd == "report":
-        try:
+        with exit_on_results_error():
             res = read_results(args.file, "runs")
-        except ResultsFileError as e:
-            raise SystemExit(f"error: {e}") from None
         print(quality_table(res).to_string(index=False))
         png = Path(args.file).with_suffix(".png")
         quality_figure(res).savefig(png, dpi=110, bbox_inches="tight")
@@ -138,9 +136,7 @@ def main(argv=None):
         return
     out = Path(args.out or f"benchmarks/bf16-quality-{slug(device_name('cpu'))}.json")
     command = "python -m lora_lab.precision " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
+    with exit_on_results_error():  # corrupt, truncated or foreign --out: it is left as it was
         res = quality_check(out, seeds=tuple(args.seeds), methods=tuple(args.methods), command=command)
-    except ResultsFileError as e:  # corrupt, truncated or foreign --out: it is left as it was
-        raise SystemExit(f"error: {e}") from None
     print(quality_table(res).to_string(index=False))
     print(f"wrote {out}")

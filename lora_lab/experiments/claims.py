@@ -53,7 +53,7 @@ from ..utils.precision import precision_for, precision_name
 from .measures import embed, explained_share, forgetting, perplexity, subspace_similarity, top_energy_share
 from .paired import paired
 from .profiles import SMOKE_BANNER, get_settings, load_backbone, load_splits
-from .results import ResultsFile, ResultsFileError, now, read_results
+from .results import ResultsFile, exit_on_results_error, now, read_results
 from .runs import finetune
 
 __all__ = ["ClaimsConfig", "config_for", "unrelated_texts", "text_sha256", "train_subset", "plan_steps",
@@ -505,10 +505,8 @@ def main(argv=None) -> int:
     command = "python -m lora_lab.claims " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.analyse_only:
         out = Path(a.out or DEFAULT_RESULTS[settings.profile])
-        try:
+        with exit_on_results_error():
             res = load_results(out)
-        except ResultsFileError as e:
-            raise SystemExit(f"error: {e}") from None
         if res is None:
             raise SystemExit(f"no results file {out} to analyse; run the sweep first (without --analyse-only)")
         analyse_directions(res, a.work_dir or REPO / "runs" / f"claims-{settings.profile}",
@@ -518,12 +516,9 @@ def main(argv=None) -> int:
         print(f"direction analysis for seeds {sorted({d['seed'] for d in res['directions']})} written to {out}")
         return 0
 
-    try:
+    with exit_on_results_error():  # corrupt, truncated or foreign --out: it is left as it was
         res = run_claims(settings, a.out, a.work_dir, cfg, command=command.strip(), max_runs=a.max_runs,
-                         device=pick_device(a.device),
-                         log=lambda s: print(s, flush=True))
-    except ResultsFileError as e:  # corrupt, truncated or foreign --out: it is left as it was
-        raise SystemExit(f"error: {e}") from None
+                         device=pick_device(a.device), log=lambda s: print(s, flush=True))
     print(f"{len(res['runs'])} runs in the results file; complete: {res['complete']}")
     return 0
 

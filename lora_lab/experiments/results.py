@@ -5,8 +5,8 @@ command, commit, machine and start time) so a file made over several sittings sa
 """
 from __future__ import annotations
 
-import json
 import platform
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -16,7 +16,7 @@ import torch
 from ..utils.files import read_json_file, write_json
 from ..utils.machine import git_commit, machine
 
-__all__ = ["ResultsFile", "ResultsFileError", "read_results", "now"]
+__all__ = ["ResultsFile", "ResultsFileError", "read_results", "exit_on_results_error", "now"]
 
 
 def now() -> str:
@@ -29,6 +29,16 @@ class ResultsFileError(ValueError):
     names the file. Nothing was written to it."""
 
 
+@contextmanager
+def exit_on_results_error(prefix: str = "error"):
+    """In a command's ``main``: a :class:`ResultsFileError` ends the command with its one-line message (the file is
+    named and was left as it was) instead of a traceback."""
+    try:
+        yield
+    except ResultsFileError as e:
+        raise SystemExit(f"{prefix}: {e}") from None
+
+
 _FIX = ("It was left as it was: move it away (or pass another --out) to start a new file, or restore it from a "
         "backup or git.")
 
@@ -39,12 +49,9 @@ def read_results(path, rows: str | None = None) -> dict:
     overwritten)."""
     path = Path(path)
     try:
-        data = read_json_file(path, None, fix=_FIX)
+        data = read_json_file(path, None, fix=_FIX, expect=dict)
     except (OSError, ValueError) as e:
         raise ResultsFileError(str(e)) from None
-    if not isinstance(data, dict):
-        raise ResultsFileError(f"{path} is not a results file: it holds {json.dumps(data)[:60]}, not a JSON object. "
-                               f"{_FIX}")
     if rows is not None and not isinstance(data.get(rows), list):
         raise ResultsFileError(f"{path} is not a results file of this kind: it has no list {rows!r} "
                                f"(its keys: {sorted(data)[:8]}). {_FIX}")

@@ -35,7 +35,7 @@ from ..utils import env
 from ..utils.machine import checkout_root, committed_file, pick_device
 from ..utils.precision import precision_for, precision_name
 from .profiles import SMOKE_BANNER, get_settings, load_backbone, load_splits
-from .results import ResultsFile, ResultsFileError, now, read_results
+from .results import ResultsFile, ResultsFileError, exit_on_results_error, now, read_results
 from .runs import finetune
 
 __all__ = ["SWEEPS", "RULES", "METHODS", "Point", "plan", "live_point", "sweep_data", "run_point", "run_sweep",
@@ -271,11 +271,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: {e}") from None
         points = [pt for pt in points if pt.key not in done][:a.max_runs]
     command = "python -m lora_lab.sweeps " + " ".join(sys.argv[1:] if argv is None else argv)
-    try:
+    with exit_on_results_error():  # corrupt, truncated, foreign or other settings: --out is left as it was
         data = run_sweep(a.sweep, settings, a.out, device=pick_device(a.device), points=points,
                          command=command.strip(), log=lambda s: print(s, flush=True))
-    except ResultsFileError as e:  # corrupt, truncated, foreign or other settings: --out is left as it was
-        raise SystemExit(f"error: {e}") from None
     print(f"{len(data['runs'])} runs in the results file; complete: {data['complete']}")
     return 0
 

@@ -162,11 +162,10 @@ def save_adapter(model: nn.Module, path, *, format: str = "lora_lab", extra: Ite
     return path
 
 
-def _validated_config(cfg, cfg_path: Path) -> dict:
-    """Check every field load_adapter relies on, before the model is touched."""
+def _validated_config(cfg: dict, cfg_path: Path) -> dict:
+    """Check every field load_adapter relies on, before the model is touched (that it is a JSON object,
+    read_json_file's ``expect=dict`` has checked)."""
     where = f"{cfg_path}"
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{where} should hold a JSON object, got {json.dumps(cfg)[:60]}; save the adapter again")
     required = ("rank", "alpha", "scaling_rule", "layers", "sha256")
     missing = [k for k in required if k not in cfg]
     if missing:
@@ -208,7 +207,7 @@ def _read_adapter(path: Path) -> tuple[dict, bytes]:
         raise FileNotFoundError(f"{path} is not an adapter folder: expected {ADAPTER_CONFIG} and "
                                 f"{ADAPTER_WEIGHTS} in it (write one with save_adapter)")
     for _ in range(5):  # a writer may be between its steps (a new config, its weights not yet renamed): look again
-        cfg = read_json_file(cfg_path, fix="The adapter's config is damaged: save the adapter again.")
+        cfg = read_json_file(cfg_path, fix="The adapter's config is damaged: save the adapter again.", expect=dict)
         cfg = _validated_config(cfg, cfg_path)
         if not (weights.is_file() or any(path.glob(".adapter.*.safetensors"))):
             raise FileNotFoundError(f"{path} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}: the adapter's weights "

@@ -379,9 +379,7 @@ def _read_peft_config(path: Path) -> dict:
     if not (cfg_path.exists() or cfg_path.is_symlink()):
         raise FileNotFoundError(f"{path} has {PEFT_WEIGHTS} but no {ADAPTER_CONFIG}: PEFT needs both; save the "
                                 "adapter again")
-    cfg = read_json_file(cfg_path, fix="The adapter's config is damaged: save the adapter again.")
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{cfg_path} should hold a JSON object, got {json.dumps(cfg)[:60]}; save the adapter again")
+    cfg = read_json_file(cfg_path, fix="The adapter's config is damaged: save the adapter again.", expect=dict)
     if cfg.get("peft_type") != "LORA":
         raise AdapterMismatchError(f"{cfg_path} describes a PEFT {cfg.get('peft_type')} adapter; lora_lab loads "
                                    "LoRA adapters only (peft_type 'LORA')")

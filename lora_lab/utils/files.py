@@ -87,10 +87,11 @@ def read_text_file(path, limit: int = 1 << 20) -> str:
     return check_regular_file(path, limit).read_text(encoding="utf-8")
 
 
-def read_json_file(path, limit: int | None = 1 << 20, *, fix: str = "") -> object:
+def read_json_file(path, limit: int | None = 1 << 20, *, fix: str = "", expect: type | None = None) -> object:
     """The JSON value in a UTF-8 file (checked by :func:`check_regular_file` first). A file that is not UTF-8
     (UTF-16, say) or not valid JSON (cut short, edited, empty) is a ``ValueError`` naming it, what is wrong and
-    ``fix``; "is not valid JSON" is in every such message."""
+    ``fix``; "is not valid JSON" is in every such message. ``expect=dict`` (the one home of this check) also
+    refuses valid JSON of another kind: "should hold a JSON object, got [1, 2]"."""
     path = Path(path)
     data = check_regular_file(path, limit).read_bytes()
     fix = f" {fix}" if fix else ""
@@ -104,9 +105,13 @@ def read_json_file(path, limit: int | None = 1 << 20, *, fix: str = "") -> objec
     if not text.strip():
         raise ValueError(f"{path} is not valid JSON: the file is empty (a write that was cut short?).{fix}")
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON ({e}): it was cut short or edited.{fix}") from None
+    if expect is not None and not isinstance(value, expect):
+        kind = {dict: "a JSON object", list: "a JSON array"}.get(expect, expect.__name__)
+        raise ValueError(f"{path} should hold {kind}, got {json.dumps(value)[:60]}.{fix}")
+    return value
 
 
 def folder_problem(path, *, writable: bool = True) -> str | None:
