@@ -103,6 +103,24 @@ def test_check_optimizer_state_bytes():
                   [4 * n, 2 * n, 16 * n, 64 * n, 8 * n / 2**20, 8 * n / 2**30, 8 * n + 1], n)
 
 
+def test_check_optimizer_state_bytes_accepts_the_head_too_and_says_which_count(capsys):
+    # notebook 2's calculator counts the 2-class head as trainable (GPT-2 XL: 1600 * 2 + 2): both counts are right
+    n, h = 19_660_800, 1600 * 2 + 2
+    assert_checks(ex.check_optimizer_state_bytes, [8 * n, 8 * (n + h)],
+                  [4 * n, 4 * (n + h), 2 * (n + h), 64 * (n + h), 8 * (n + h) / 2**20, 8 * h, 8 * (n + h) + 1,
+                   8 * (n + 2 * h)], n, head_params=h)
+    capsys.readouterr()
+    ex.check_optimizer_state_bytes(8 * n, n, head_params=h)
+    assert "LoRA parameters alone" in capsys.readouterr().out
+    ex.check_optimizer_state_bytes(8 * (n + h), n, head_params=h)
+    assert f"{h:,} head" in capsys.readouterr().out
+    ex.check_optimizer_state_bytes(8 * h, n, head_params=h)
+    assert "head alone" in capsys.readouterr().out
+    ex.check_optimizer_state_bytes(4 * (n + h), n, head_params=h)
+    assert "two moments" in capsys.readouterr().out
+    assert not verdict(ex.check_optimizer_state_bytes, 8 * (n + h), n)  # without head_params: only the LoRA count
+
+
 # --- notebook 3 ----------------------------------------------------------------------------------
 def test_check_last_token_index():
     lengths = [5, 12, 1]
@@ -122,6 +140,19 @@ def test_check_split_sizes():
                    (1401, 200, 399), 2000], 2000)
     # where int() and round() differ (the course's 1,494 balanced rows): 1045.8 -> 1045, 149.4 -> 149
     assert_checks(ex.check_split_sizes, [(1045, 149, 300)], [(1046, 149, 299), (1045, 150, 299)], 1494)
+
+
+@pytest.mark.parametrize("answer, n_total", [((1400, 400, 200), 2000), ([1045, 300, 149], 1494)])
+def test_check_split_sizes_names_validation_and_test_swapped(answer, n_total, capsys):
+    assert not verdict(ex.check_split_sizes, answer, n_total)
+    out = capsys.readouterr().out
+    assert "swapped" in out and "(train, validation, test)" in out and "int()" not in out, out
+
+
+def test_check_split_sizes_names_another_order(capsys):
+    assert not verdict(ex.check_split_sizes, (200, 1400, 400), 2000)
+    out = capsys.readouterr().out
+    assert "wrong order" in out and "int()" not in out, out
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +282,114 @@ def test_check_lora_params_total():
     assert_checks(ex.check_lora_params_total, [147_456], [24_576, 6_144, 147_456 * 2], minilm, rank=8)
 
 
+# --- notebook 9 ----------------------------------------------------------------------------------
+def test_check_train_test_gap():
+    train, test = 1034 / 1045, 289 / 300  # a run that did not fit all its training messages
+    right = 100 * (train - test)
+    assert_checks(ex.check_train_test_gap, [right, round(100 * train, 2) - round(100 * test, 2), np.float32(right)],
+                  [train - test,            # a share, not points
+                   -right,                  # test minus train
+                   100 - 100 * test,        # as if every training message were right
+                   100 * train, 100 * test,  # one accuracy
+                   1034 - 289, right + 0.5], train, test)
+
+
+def test_check_train_test_gap_hints(capsys):
+    train, test = 1034 / 1045, 289 / 300
+    for answer, words in [(train - test, "points"), (100 * (test - train), "upside down"),
+                          (100 - 100 * test, "every training message")]:
+        ex.check_train_test_gap(answer, train, test)
+        assert words in capsys.readouterr().out, answer
+
+
+# the full split of notebook 9's offline results, test accuracy in points: rank 64 and rank 8, per seed
+RANK64 = {123: 97.0 + 1 / 3, 124: 94.0 + 2 / 3, 125: 97.0 + 1 / 3}
+RANK8 = {123: 96.0 + 1 / 3, 124: 97.0 + 2 / 3, 125: 96.0 + 1 / 3}
+
+
+def _interval(a, b, t=4.303, ddof=1, root_n=True, paired_by_seed=True):
+    d = np.array([a[s] - b[s] for s in a])
+    n = len(d)
+    sd = (np.std(d, ddof=ddof) if paired_by_seed
+          else math.sqrt(np.var(list(a.values()), ddof=1) + np.var(list(b.values()), ddof=1)))
+    half = t * sd / (math.sqrt(n) if root_n else 1)
+    return (d.mean(), d.mean() - half, d.mean() + half)
+
+
+def test_check_paired_interval():
+    from lora_lab.experiments.paired import paired
+
+    p = paired(RANK64, RANK8)
+    right = (p.mean, p.low, p.high)
+    assert np.allclose(right, _interval(RANK64, RANK8), atol=1e-9)
+    m, lo, hi = right
+    wrong = [(-m, -hi, -lo),                              # rank 8 minus rank 64
+             _interval(RANK64, RANK8, t=1.96),            # the normal quantile with 3 seeds
+             _interval(RANK64, RANK8, ddof=0),            # sd divided by n
+             _interval(RANK64, RANK8, root_n=False),      # the sd, not the standard error
+             _interval(RANK64, RANK8, paired_by_seed=False),  # two independent samples
+             (m / 100, lo / 100, hi / 100),               # shares, the values are points
+             (lo, m, hi), (m, lo, hi + 1), m]
+    assert_checks(ex.check_paired_interval, [right, [round(x, 2) for x in right], np.array(right)], wrong,
+                  RANK64, RANK8)
+    # shares in, shares out
+    shares = ({s: v / 100 for s, v in RANK64.items()}, {s: v / 100 for s, v in RANK8.items()})
+    assert verdict(ex.check_paired_interval, (m / 100, lo / 100, hi / 100), *shares)
+    assert not verdict(ex.check_paired_interval, right, *shares)
+
+
+def test_check_paired_interval_hints(capsys):
+    names = ("rank 64", "rank 8")
+    m, lo, hi = _interval(RANK64, RANK8)
+    for answer, words in [((-m, -hi, -lo), "rank 64 minus rank 8"), (_interval(RANK64, RANK8, t=1.96), "4.303"),
+                          (_interval(RANK64, RANK8, ddof=0), "n - 1"), (_interval(RANK64, RANK8, root_n=False), "√n"),
+                          (_interval(RANK64, RANK8, paired_by_seed=False), "pair them by seed"),
+                          ((lo, m, hi), "(mean, low, high)")]:
+        ex.check_paired_interval(answer, RANK64, RANK8, names=names)
+        assert words in capsys.readouterr().out, answer
+
+
+def _phi_matrices():
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(32, 2, generator=g)
+    A_small = torch.cat([3 * shared, torch.randn(32, 2, generator=g)], 1)
+    A_big = torch.cat([3 * shared @ torch.randn(2, 2, generator=g), torch.randn(32, 6, generator=g)], 1)
+    return A_small, A_big
+
+
+def test_check_subspace_similarity():
+    from lora_lab.experiments.measures import random_phi, subspace_similarity
+
+    A1, A2 = _phi_matrices()
+    i, j = 2, 4
+    grid = subspace_similarity(A1, A2)
+    U1, U2 = torch.linalg.svd(A1, full_matrices=False).U, torch.linalg.svd(A2, full_matrices=False).U
+    sq = float(((U1[:, :i].T @ U2[:, :j]) ** 2).sum())
+    right = sq / min(i, j)
+    assert math.isclose(right, float(grid[i - 1, j - 1]), rel_tol=1e-5)
+    wrong = [math.sqrt(sq) / min(i, j),                                          # not squared
+             sq / max(i, j),                                                     # max, not min
+             sq,                                                                 # not divided
+             float(((A1[:, :i].T @ A2[:, :j]) ** 2).sum()) / min(i, j),          # A's columns, not U's
+             float(((U1[:, :j].T @ U2[:, :i]) ** 2).sum()) / min(i, j),          # i and j swapped
+             float(grid[i, j]), float(grid[i - 2, j - 2]),                       # off by one in the grid
+             random_phi(i, j, 32),                                               # the chance level
+             grid]                                                               # the whole grid
+    assert_checks(ex.check_subspace_similarity, [right, float(grid[i - 1, j - 1]), grid[i - 1, j - 1]], wrong,
+                  A1, A2, i, j)
+
+
+def test_check_subspace_similarity_hints(capsys):
+    A1, A2 = _phi_matrices()
+    U1, U2 = torch.linalg.svd(A1, full_matrices=False).U, torch.linalg.svd(A2, full_matrices=False).U
+    sq = float(((U1[:, :2].T @ U2[:, :4]) ** 2).sum())
+    for answer, words in [(math.sqrt(sq) / 2, "square"), (sq / 4, "min(i, j), not max"), (sq, "divide by min"),
+                          (float(((A1[:, :2].T @ A2[:, :4]) ** 2).sum()) / 2, "singular vectors"),
+                          (float(((U1[:, :4].T @ U2[:, :2]) ** 2).sum()) / 2, "swapped"), (4 / 32, "chance")]:
+        ex.check_subspace_similarity(answer, A1, A2, 2, 4)
+        assert words in capsys.readouterr().out, answer
+
+
 def test_every_check_function_is_tested():
     tested = {name for name in globals() if name.startswith("test_check_")}
     for name in ex.__all__:
@@ -276,12 +415,16 @@ def _placeholder_calls():
         "check_first_token_pooling": lambda: ex.check_first_token_pooling(None, torch.ones(1, 3).long(),
                                                                            torch.tensor([3])),
         "check_optimizer_state_bytes": lambda: ex.check_optimizer_state_bytes(None, 100),
+        "check_optimizer_state_bytes, head": lambda: ex.check_optimizer_state_bytes(None, 100, head_params=6),
         "check_merged_weight": lambda: ex.check_merged_weight(None, W, A, B, 3.0),
         "check_delta_rank": lambda: ex.check_delta_rank(None, A @ B),
         "check_allreduce_bytes": lambda: ex.check_allreduce_bytes(None, 100),
         "check_trainable_fraction": lambda: ex.check_trainable_fraction(None, nn.Linear(3, 2)),
         "check_checkpoints_per_full": lambda: ex.check_checkpoints_per_full(None, 10, 100),
         "check_lora_params_total": lambda: ex.check_lora_params_total(None, [(4, 4)], rank=2),
+        "check_train_test_gap": lambda: ex.check_train_test_gap(None, 0.99, 0.96),
+        "check_paired_interval": lambda: ex.check_paired_interval(None, {1: 0.9, 2: 0.8}, {1: 0.85, 2: 0.8}),
+        "check_subspace_similarity": lambda: ex.check_subspace_similarity(None, W.T, A, 1, 2),
         "check_conv_as_matrix": lambda: vision.check_conv_as_matrix(None, nn.Conv2d(2, 3, 3)),
         "check_conv_lora_params": lambda: vision.check_conv_lora_params(None, 32, 64, 3, 4),
         "check_alpha_conversion, ...": lambda: ex.check_alpha_conversion(..., ..., raw_alpha=8, rank=16),

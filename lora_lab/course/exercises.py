@@ -19,24 +19,28 @@ import math
 import numpy as np
 import torch
 
+from ..experiments.measures import random_phi, subspace_similarity
+from ..experiments.paired import T_975, paired
 from ..lora.model import count_parameters
 from ..models.protocol import length_mask
 
 __all__ = ["check", "check_storage", "check_eckart_young", "check_lora_params", "check_scaling",
            "check_alpha_conversion", "check_last_token_index", "check_split_sizes", "check_first_token_pooling",
            "check_optimizer_state_bytes", "check_merged_weight", "check_delta_rank", "check_allreduce_bytes",
-           "check_trainable_fraction", "check_checkpoints_per_full", "check_lora_params_total"]
+           "check_trainable_fraction", "check_checkpoints_per_full", "check_lora_params_total",
+           "check_train_test_gap", "check_paired_interval", "check_subspace_similarity"]
 
 
 NOT_ANSWERED = "not answered yet"
 
 
-def check(ok: bool, hint: str, answered: bool = True) -> bool:
-    """Print ✅, or the hint (with "not answered yet" when ``answered`` is false: the exercise's placeholder
-    is still there); return the verdict as a plain ``bool``."""
+def check(ok: bool, hint: str, answered: bool = True, note: str = "") -> bool:
+    """Print ✅ (followed by ``note``, if any: which of several right answers it was), or the hint (with "not
+    answered yet" when ``answered`` is false: the exercise's placeholder is still there); return the verdict as a
+    plain ``bool``."""
     ok = bool(ok)
     if ok:
-        print("✅ correct")
+        print(f"✅ correct: {note}" if note else "✅ correct")
     elif not answered:
         print(f"✏️ {NOT_ANSWERED} - hint: {hint}")
     else:
@@ -67,6 +71,15 @@ def _number(x) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return v if math.isfinite(v) else None
+
+
+def _three(answer) -> list[float] | None:
+    """Three numbers as floats (a tuple, list, array or tensor of three), or None."""
+    if isinstance(answer, (tuple, list, np.ndarray, torch.Tensor)) and len(answer) == 3:
+        vals = [_number(x) for x in answer]
+        if all(x is not None for x in vals):
+            return vals
+    return None
 
 
 def same_number(answer, expected, rtol: float = 0.0) -> bool:
@@ -181,20 +194,33 @@ def check_alpha_conversion(your_scaling, your_alpha, raw_alpha: float, rank: int
     return check(False, hint, answered=answered(your_scaling, your_alpha))
 
 
-def check_optimizer_state_bytes(answer, trainable_params: int) -> bool:
-    """Bytes of AdamW state: two fp32 moments per trainable parameter."""
-    n = trainable_params
-    if same_number(answer, 8 * n):
-        return check(True, "")
-    if same_number(answer, 4 * n):
+def check_optimizer_state_bytes(answer, trainable_params: int, head_params: int = 0) -> bool:
+    """Bytes of AdamW state: two fp32 moments (8 bytes) per trainable parameter.
+
+    ``trainable_params`` are the LoRA parameters; ``head_params`` those of the classification head, which trains
+    in full next to them (notebook 2's calculator counts it). With ``head_params`` given, both counts are right
+    answers, the adapters alone and everything that trains, and the ✅ says which one the answer used."""
+    n, h = trainable_params, head_params
+    counts = {n: f"8 bytes x {n:,}, the LoRA parameters alone"}
+    if h:
+        counts[n + h] = f"8 bytes x ({n:,} LoRA + {h:,} head), everything that trains (as the calculator counts)"
+    for k, note in counts.items():
+        if same_number(answer, 8 * k):
+            return check(True, "", note=note)
+
+    def any_of(factor, rtol=0.0):
+        return any(same_number(answer, factor * k, rtol=rtol) for k in counts)
+
+    if any_of(4):
         hint = "AdamW keeps two moments per parameter, not one"
-    elif same_number(answer, 2 * n):
+    elif any_of(2):
         hint = "that counts values; each fp32 value takes 4 bytes"
-    elif same_number(answer, 64 * n):
+    elif any_of(64):
         hint = "that is bits; the question asks for bytes"
-    elif same_number(answer, 8 * n / 2**20, rtol=1e-9) or same_number(answer, 8 * n / 2**30, rtol=1e-9) or \
-            same_number(answer, 8 * n / 1e6, rtol=1e-9):
+    elif any_of(8 / 2**20, 1e-9) or any_of(8 / 2**30, 1e-9) or any_of(8 / 1e6, 1e-9):
         hint = "give plain bytes, not MiB/GiB/MB"
+    elif h and same_number(answer, 8 * h):
+        hint = "that is the head alone; the LoRA parameters train too"
     else:
         hint = "AdamW keeps two fp32 numbers (first and second moment) per trainable parameter"
     return check(False, hint, answered=answered(answer))
@@ -220,14 +246,17 @@ def check_split_sizes(answer, n_total: int, fractions=(0.7, 0.1)) -> bool:
     """(train, validation, test) sizes of ``n_total`` balanced rows split like ``balanced_split``."""
     n_train, n_val = int(n_total * fractions[0]), int(n_total * fractions[1])
     expected = (n_train, n_val, n_total - n_train - n_val)
-    vals = None
-    if isinstance(answer, (tuple, list, np.ndarray, torch.Tensor)) and len(answer) == 3:
-        vals = [_number(v) for v in answer]
-    if vals is not None and all(v is not None for v in vals) and tuple(vals) == expected:
+    vals = _three(answer)
+    if vals is not None and tuple(vals) == expected:
         return check(True, "")
-    if vals is not None and all(v is not None for v in vals) and sum(vals) == 100:
+    if vals is not None and (vals[0], vals[2], vals[1]) == expected:
+        hint = (f"validation and test are swapped: the order is (train, validation, test), and validation is the "
+                f"{fractions[1]:.0%} part, test the remaining {1 - sum(fractions):.0%}")
+    elif vals is not None and sorted(vals) == sorted(expected):
+        hint = "the right sizes in the wrong order: give (train, validation, test)"
+    elif vals is not None and sum(vals) == 100:
         hint = "give numbers of messages, not percentages"
-    elif vals is not None and all(v is not None for v in vals) and sum(vals) != n_total:
+    elif vals is not None and sum(vals) != n_total:
         hint = f"the three parts must add up to all {n_total:,} balanced messages"
     elif vals is None:
         hint = "give three numbers: (train, validation, test)"
@@ -364,4 +393,125 @@ def check_lora_params_total(answer, layer_shapes, rank: int) -> bool:
         hint = "that is the frozen weights' size; count rank * (in + out) per layer"
     else:
         hint = "add rank * (in + out) over every wrapped layer; the head is not a LoRA parameter"
+    return check(False, hint, answered=answered(answer))
+
+
+# --- notebook 9 ----------------------------------------------------------------------------------
+def check_train_test_gap(answer, train_acc: float, test_acc: float) -> bool:
+    """The train-test gap of one run in points: 100 x (accuracy on its own training messages - test accuracy),
+    from the two accuracies given as shares. Within 0.011 points, for accuracies read off a table rounded to
+    two decimals of a percent."""
+    expected = 100 * (train_acc - test_acc)
+    v = _number(answer)
+
+    def near(x, tol=0.011):
+        return v is not None and abs(v - x) <= tol
+
+    if near(expected):
+        return check(True, "")
+    if near(expected / 100, 0.00011) and expected != 0:
+        hint = "that is a share; the gap is in points: multiply by 100"
+    elif near(-expected):
+        hint = "upside down: the gap is the training accuracy minus the test accuracy"
+    elif near(100 * (1 - test_acc)):
+        hint = ("100 minus the test accuracy assumes the run got every training message right; this one did not: "
+                "subtract the test accuracy from its training accuracy")
+    elif near(100 * train_acc) or near(100 * test_acc):
+        hint = "that is one of the two accuracies; the gap is their difference"
+    else:
+        hint = "training accuracy minus test accuracy, both in percent: the difference is in points"
+    return check(False, hint, answered=answered(answer))
+
+
+def check_paired_interval(answer, a, b, names: tuple[str, str] = ("a", "b")) -> bool:
+    """``(mean, low, high)``: the mean of the per-seed differences ``a - b`` and their 95% paired t interval,
+    ``mean ± t(0.975, n - 1) · sd / √n`` with the sample sd (n - 1), as :func:`lora_lab.experiments.paired.paired`
+    computes it; ``a`` and ``b`` map seed -> value (``names`` says what they are, for the hints), and the answer
+    is in their units. Within 0.5% of the interval's width (at least 0.011 points, for values read off a
+    rounded table)."""
+    p = paired(a, b, names)
+    seeds = p.seeds
+    n = len(seeds)
+    if n < 2:
+        raise ValueError("a paired interval needs at least 2 seeds that both methods ran")
+    d = np.array(p.diffs)
+    values = [float(x[s]) for x in (a, b) for s in seeds]
+    unit = 0.01 if max(abs(x) for x in values) <= 1 else 1.0  # shares or points
+    tol = max(0.005 * (p.high - p.low), 0.011 * unit)
+    got = _three(answer)
+
+    def near(triple, scale=1.0):
+        return got is not None and all(abs(g - scale * e) <= scale * tol for g, e in zip(got, triple))
+
+    def interval(mean, half):
+        return (mean, mean - half, mean + half)
+
+    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
+    sd = float(d.std(ddof=1))
+    if near((p.mean, p.low, p.high)):
+        return check(True, "")
+    sd_a, sd_b = (float(np.std([float(x[s]) for s in seeds], ddof=1)) for x in (a, b))
+    if got is None:
+        hint = "give three numbers: (mean, low, high)"
+    elif near((-p.mean, -p.high, -p.low)):
+        hint = f"the other way round: the differences are {names[0]} minus {names[1]}, seed by seed"
+    elif near((p.mean, p.low, p.high), 100) or near((p.mean, p.low, p.high), 0.01):
+        hint = "units: give the answer in the units of the values (points stay points, shares stay shares)"
+    elif any(near(perm) for perm in ((p.low, p.mean, p.high), (p.low, p.high, p.mean), (p.high, p.mean, p.low),
+                                     (p.mean, p.high, p.low), (p.high, p.low, p.mean))):
+        hint = "the right numbers in the wrong order: give (mean, low, high)"
+    elif near(interval(p.mean, 1.96 * sd / math.sqrt(n))):
+        hint = (f"1.96 is the normal distribution's quantile, for many samples; with {n} seeds use Student's t with "
+                f"{n - 1} degrees of freedom, t(0.975, {n - 1}) = {t}")
+    elif near(interval(p.mean, t * float(d.std(ddof=0)) / math.sqrt(n))):
+        hint = "the sample standard deviation of the differences divides by n - 1, not n"
+    elif near(interval(p.mean, t * sd)):
+        hint = "the half-width is t · sd / √n: divide by the square root of the number of seeds"
+    elif near(interval(p.mean, t * math.sqrt((sd_a ** 2 + sd_b ** 2) / n))):
+        hint = ("that treats the two methods as independent samples; pair them by seed: take the per-seed "
+                "differences first, then their mean and standard deviation")
+    elif abs(got[0] - p.mean) <= tol:
+        hint = f"the mean is right; the interval is mean ± t(0.975, {n - 1}) · sd / √n, with the sd of the differences"
+    else:
+        hint = (f"seed by seed, {names[0]} minus {names[1]}; then the mean of those differences ± "
+                f"t(0.975, {n - 1}) · sd / √n")
+    return check(False, hint, answered=answered(answer))
+
+
+def check_subspace_similarity(answer, A1, A2, i: int, j: int) -> bool:
+    """φ(A1, A2, i, j) = ||U1_iᵀ U2_j||²_F / min(i, j) (Hu et al. 2021, eq. 4) for two ``(d_in, r)`` matrices in
+    lora_lab's layout, ``U`` their left-singular vectors: one number, as
+    :func:`lora_lab.experiments.measures.subspace_similarity` gives it at ``[i - 1, j - 1]``."""
+    A1, A2 = (torch.as_tensor(as_array(x), dtype=torch.float64) for x in (A1, A2))
+    grid = subspace_similarity(A1, A2).numpy()
+    expected = float(grid[i - 1, j - 1])
+    if same_number(answer, expected, rtol=1e-4):
+        return check(True, "")
+    U1, U2 = (torch.linalg.svd(A, full_matrices=False).U for A in (A1, A2))
+    sq = float(((U1[:, :i].T @ U2[:, :j]) ** 2).sum())
+    cols = float(((A1[:, :i].T @ A2[:, :j]) ** 2).sum()) / min(i, j)
+    swapped = float(((U1[:, :j].T @ U2[:, :i]) ** 2).sum()) / min(i, j) if j <= A1.shape[1] and i <= A2.shape[1] \
+        else None
+    got = as_array(answer)
+    if got is not None and got.size > 1:
+        hint = f"give one number, φ(i={i}, j={j}): in the grid subspace_similarity returns, that is [i - 1, j - 1]"
+    elif same_number(answer, math.sqrt(sq) / min(i, j), rtol=1e-4):
+        hint = "square the Frobenius norm: φ uses ||U1_iᵀ U2_j||²_F"
+    elif i != j and same_number(answer, sq / max(i, j), rtol=1e-4):
+        hint = "divide by min(i, j), not max(i, j): φ = 1 when the smaller subspace lies inside the larger"
+    elif min(i, j) > 1 and same_number(answer, sq, rtol=1e-4):
+        hint = "divide by min(i, j): φ is between 0 and 1"
+    elif same_number(answer, cols, rtol=1e-4):
+        hint = ("A's columns are not orthonormal directions: take the top singular vectors (torch.linalg.svd(A).U, "
+                "the left ones for lora_lab's (d_in, r) layout)")
+    elif swapped is not None and i != j and same_number(answer, swapped, rtol=1e-4):
+        hint = "i and j swapped: i counts the top directions of the first matrix, j those of the second"
+    elif any(same_number(answer, float(grid[k, m]), rtol=1e-4) for k in (i - 2, i - 1, i) for m in (j - 2, j - 1, j)
+             if (k, m) != (i - 1, j - 1) and 0 <= k < grid.shape[0] and 0 <= m < grid.shape[1]):
+        hint = "off by one: the top i directions are U[:, :i], and φ(i, j) sits at [i - 1, j - 1] of the grid"
+    elif same_number(answer, random_phi(i, j, A1.shape[0]), rtol=1e-4):
+        hint = "that is the chance level max(i, j) / d; compute φ itself from the singular vectors"
+    else:
+        hint = ("left-singular vectors U of each (d_in, r) matrix; the top i of the first and the top j of the "
+                "second; ||U1_iᵀ U2_j||²_F / min(i, j)")
     return check(False, hint, answered=answered(answer))
