@@ -82,3 +82,35 @@ def test_lesson_notebooks_have_checked_cells(nb):
 def test_no_placeholders_left(nb):
     text = "".join("".join(c["source"]) for c in cells(nb))
     assert not re.search(r"\b(TAKEAWAYS|RUNINFO|SWEEP_TEXT|DELTA_TEXT|CROSS_TEXT|TODO)\b", text)
+
+
+MAX_MARKDOWN_WORDS, MAX_OUTPUT_LINES = 250, 30  # the course's rule: no walls of text, in prose or in output
+
+
+def output_lines(cell) -> int:
+    """Lines a reader sees in a code cell's saved output: printed text, and the text of results that are not a
+    figure (a figure's text/plain is only its repr, hidden behind the picture)."""
+    n = 0
+    for o in cell.get("outputs", []):
+        if o["output_type"] == "stream":
+            n += len("".join(o["text"]).rstrip("\n").splitlines())
+        elif "data" in o and "image/png" not in o["data"]:
+            n += len("".join(o["data"].get("text/plain", "")).rstrip("\n").splitlines())
+    return n
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_walls_of_text_or_output(nb):
+    walls = [f"cell {i}: {len(''.join(c['source']).split())} words of markdown" for i, c in enumerate(cells(nb))
+             if c["cell_type"] == "markdown" and len("".join(c["source"]).split()) > MAX_MARKDOWN_WORDS]
+    walls += [f"cell {i}: {output_lines(c)} lines of output" for i, c in enumerate(cells(nb))
+              if c["cell_type"] == "code" and output_lines(c) > MAX_OUTPUT_LINES]
+    assert not walls, (f"{nb.name}: split, cut or summarise (at most {MAX_MARKDOWN_WORDS} words a markdown cell, "
+                       f"{MAX_OUTPUT_LINES} lines an output): {walls}")
+
+
+def test_the_wall_test_counts_what_a_reader_sees():
+    printed = {"outputs": [{"output_type": "stream", "text": ["a\n", "b\n"]},
+                           {"output_type": "execute_result", "data": {"text/plain": ["x\ny"]}},
+                           {"output_type": "display_data", "data": {"image/png": "...", "text/plain": ["<Figure>"]}}]}
+    assert output_lines(printed) == 4
