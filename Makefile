@@ -119,7 +119,7 @@ test-colab: $(COLAB_VENV)/.colab
 # execution metadata, smoke measured here with nbclient, a few minutes), then TEACHING.md's table from it.
 # Run it after make execute. LESSON_PROFILES=offline skips the smoke runs.
 LESSON_PROFILES ?= offline,smoke
-# The course's main path without the internet (issue 25): notebooks 3-7 in the real profile, quick mode
+# The course's main path without the internet (issue 25): notebooks 3-8 in the real profile, quick mode
 # (LORA_LAB_QUICK=1), against a stand-in hub on 127.0.0.1 serving a 124M-shaped GPT-2 with random weights
 # (tests/real_quick.py: about 3.5 minutes on 2 cores). Its numbers mean nothing; it proves the real path runs.
 .PHONY: test-real-quick

@@ -7,7 +7,7 @@ Run with the Python of an environment built from constraints/colab.txt (``make t
 
 ``baseline`` records ``pip freeze`` (Colab's preinstalled set, as built here). ``install`` removes any earlier
 lora-lab, then runs the two install lines of the notebooks' Colab cells, from this checkout instead of GitHub
-(no network here): ``pip install -q "lora-lab @ <repo>"`` (notebooks 1, 2, 4-9) and
+(no network here): ``pip install -q "lora-lab @ <repo>"`` (notebooks 1, 2, 4-10) and
 ``pip install -q "lora-lab[offline] @ <repo>"`` (notebook 3). Then it compares ``pip freeze`` with the baseline:
 every baseline package must still be there at the same version; new packages are listed (they are what the
 course adds to Colab), and a new package that Colab's full list (colab-pip-freeze.gpu.txt) has at another version
@@ -63,7 +63,7 @@ def main(mode: str) -> int:
     base = dict(line.strip().split("==", 1) for line in BASELINE.read_text().splitlines() if "==" in line)
     subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "lora-lab"], capture_output=True)
     url = ROOT.as_uri()
-    pip("install", "-q", f"lora-lab @ {url}")  # the Colab cell of notebooks 1, 2 and 4-9
+    pip("install", "-q", f"lora-lab @ {url}")  # the Colab cell of notebooks 1, 2 and 4-10
     pip("install", "-q", f"lora-lab[offline] @ {url}")  # notebook 3's Colab cell
     after = freeze()
     changed = {k: (v, after.get(k)) for k, v in base.items() if after.get(k) != v}

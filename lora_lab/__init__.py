@@ -19,8 +19,8 @@ The commands, ``python -m lora_lab.<command>`` (each but ``cache`` runs a ``main
 
 * :mod:`lora_lab.finetune` - one fine-tune (:mod:`lora_lab.experiments.finetune_job`)
 * :mod:`lora_lab.bench` - speed and memory, full vs LoRA (:mod:`lora_lab.experiments.bench`)
-* :mod:`lora_lab.claims` - notebook 9's claims (:mod:`lora_lab.experiments.claims`)
-* :mod:`lora_lab.sweeps` - the sweeps notebooks 5 and 7 read (:mod:`lora_lab.experiments.sweeps`)
+* :mod:`lora_lab.claims` - notebook 10's claims (:mod:`lora_lab.experiments.claims`)
+* :mod:`lora_lab.sweeps` - the sweeps notebooks 5 and 8 read (:mod:`lora_lab.experiments.sweeps`)
 * :mod:`lora_lab.precision` - does bf16 change the result? (:mod:`lora_lab.experiments.bf16_quality`)
 * :mod:`lora_lab.threads` - a busy machine slows training, measured (:mod:`lora_lab.experiments.contention`)
 * :mod:`lora_lab.lessons` - the lessons' run times and cards (:mod:`lora_lab.course.lessons`)

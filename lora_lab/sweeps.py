@@ -1,4 +1,4 @@
-"""``python -m lora_lab.sweeps``: the lessons' sweeps (notebooks 5 and 7), recomputed into a results file.
+"""``python -m lora_lab.sweeps``: the lessons' sweeps (notebooks 5 and 8), recomputed into a results file.
 The command lives in :mod:`lora_lab.experiments.sweeps`."""
 from .experiments.sweeps import main
 

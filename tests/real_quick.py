@@ -1,4 +1,4 @@
-"""The course's main path without the internet: notebooks 3-7 in the ``real`` profile, quick mode, against the
+"""The course's main path without the internet: notebooks 3-8 in the ``real`` profile, quick mode, against the
 stand-in hub (issue 25 §2). ``make test-real-quick`` runs it; CI runs it after ``make test``.
 
 The real profile loads GPT-2 124M from the Hugging Face hub. Here the hub is ``tests/hubserver.py`` on 127.0.0.1,
@@ -8,7 +8,7 @@ cache, lora_lab's checksums, the notebooks' real-profile branches). ``LORA_LAB_Q
 on a small subset for one epoch, so the five notebooks run in minutes on 2 CPU cores. The weights are random:
 every accuracy these runs print means nothing, which the banner below and the notebooks' quick banner say.
 
-    python tests/real_quick.py [notebook-number ...]     (default: 03 04 05 06 07)
+    python tests/real_quick.py [notebook-number ...]     (default: 03 04 05 06 07 08)
 
 Each notebook is executed with nbclient (nothing is saved); a cell that raises fails the run, naming the notebook
 and the cell. The time of each notebook is printed, for the CI log.
@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE.parent / "notebooks"
 REPO = "openai-community/gpt2"
 COMMIT = "5e7a1d2c3b4a59687766554433221100ffeeddcc"  # the stand-in's one commit, as in tests/test_hub.py
-DEFAULT = ("03", "04", "05", "06", "07")
+DEFAULT = ("03", "04", "05", "06", "07", "08")
 BANNER = """\
 ############################################################################
 #  REAL PROFILE, QUICK MODE, STAND-IN HUB: GPT-2 124M's shapes with RANDOM #

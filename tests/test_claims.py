@@ -1,4 +1,4 @@
-"""lora_lab.experiments.claims and measures: the measures of notebook 9 on matrices whose answer is known, and
+"""lora_lab.experiments.claims and measures: the measures of notebook 10 on matrices whose answer is known, and
 the resumable sweep at smoke size (tiny random GPT-2, a few steps)."""
 import dataclasses
 import json

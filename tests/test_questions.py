@@ -27,7 +27,7 @@ def test_every_wrong_choice_is_rejected_with_its_reason_and_the_right_one_accept
 
 def test_the_right_letter_varies_and_every_lesson_has_two_to_four():
     assert len(Counter(q.right for q in QUESTIONS.values())) >= 3
-    for lesson in range(1, 10):
+    for lesson in range(1, 11):
         assert 2 <= len(lesson_questions(lesson)) <= 4, lesson
     with pytest.raises(ValueError, match="no concept question"):
         answer("99.1", "a")
@@ -39,7 +39,7 @@ def _code(nb):
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
 
-@pytest.mark.parametrize("lesson", range(1, 10))
+@pytest.mark.parametrize("lesson", range(1, 11))
 def test_each_lesson_ends_with_its_questions(lesson):
     path = next(NOTEBOOKS.glob(f"{lesson:02d}_*.ipynb"))
     code = _code(json.loads(path.read_text()))

@@ -22,7 +22,7 @@ def test_plans_cover_what_the_lessons_claim():
     methods, ranks = sweeps.plan("methods", off), sweeps.plan("ranks", off)
     assert len(methods) == 15 and {p.seed for p in methods} == {123, 124, 125, 126, 127}
     assert len(ranks) == 39 and len({p.key for p in ranks}) == 39
-    for r in sweeps.SEEDED_RANKS:  # the ranks that carry notebook 7's conclusions have 3 seeds under each rule
+    for r in sweeps.SEEDED_RANKS:  # the ranks that carry notebook 8's conclusions have 3 seeds under each rule
         for rule in sweeps.RULES:
             assert {p.seed for p in ranks if p.rank == r and p.rule == rule} == {123, 124, 125}
     raw = [p for p in ranks if p.rule == "raw α"]

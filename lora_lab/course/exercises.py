@@ -329,6 +329,7 @@ def check_delta_rank(answer, delta, tol: float = 1e-6) -> bool:
     return check(False, hint, answered=answered(answer))
 
 
+# --- notebook 7 ----------------------------------------------------------------------------------
 def check_allreduce_bytes(answer, trainable_params: int, bytes_per_value: int = 4) -> bool:
     """Bytes DDP all-reduces per step: one gradient value per trainable parameter."""
     n = trainable_params
@@ -345,7 +346,7 @@ def check_allreduce_bytes(answer, trainable_params: int, bytes_per_value: int = 
     return check(False, hint, answered=answered(answer))
 
 
-# --- notebooks 4, 5, 7 ---------------------------------------------------------------------------
+# --- notebooks 4, 5, 8 ---------------------------------------------------------------------------
 def check_trainable_fraction(answer, model) -> bool:
     """Share of a model's parameters that train (a number between 0 and 1)."""
 
@@ -396,7 +397,7 @@ def check_lora_params_total(answer, layer_shapes, rank: int) -> bool:
     return check(False, hint, answered=answered(answer))
 
 
-# --- notebook 9 ----------------------------------------------------------------------------------
+# --- notebook 10 ----------------------------------------------------------------------------------
 def check_train_test_gap(answer, train_acc: float, test_acc: float) -> bool:
     """The train-test gap of one run in points: 100 x (accuracy on its own training messages - test accuracy),
     from the two accuracies given as shares. Within 0.011 points, for accuracies read off a table rounded to

@@ -66,10 +66,11 @@ LESSONS = (
     Lesson("03_gpt2_and_data", 3, "GPT-2, an encoder, and the SMS-spam data"),
     Lesson("04_lora_finetuning", 4, "Fine-tuning with LoRA"),
     Lesson("05_full_vs_lora", 5, "Full fine-tuning vs LoRA"),
-    Lesson("06_adapters", 6, "Adapters in practice: two tasks, one base, merge, switch"),
-    Lesson("07_rank_and_alpha", 7, "Choosing the rank and α"),
-    Lesson("08_vision", 8, "LoRA beyond text: convolutions and images"),
-    Lesson("09_claims", 9, "Putting the claims to the test"),
+    Lesson("06_adapters", 6, "Adapters in practice: two tasks, one base, switch, merge"),
+    Lesson("07_serving_adapters", 7, "Adapters at scale: many GPUs, many adapters, other tools"),
+    Lesson("08_rank_and_alpha", 8, "Choosing the rank and α"),
+    Lesson("09_vision", 9, "LoRA beyond text: convolutions and images"),
+    Lesson("10_claims", 10, "Putting the claims to the test"),
     Lesson("solutions", None, "Solutions to the exercises"),
 )
 

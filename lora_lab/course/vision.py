@@ -1,4 +1,4 @@
-"""Images for notebook 8: scikit-learn's 8x8 digits, a small CNN, the adaptation tasks and one training loop.
+"""Images for notebook 9: scikit-learn's 8x8 digits, a small CNN, the adaptation tasks and one training loop.
 
 The data set is the one bundled *inside* scikit-learn (1,797 greyscale 8x8 images of the digits 0-9, 16 grey
 levels, from UCI's optical-recognition data): nothing is downloaded, so the notebook runs offline and in CI.
@@ -43,7 +43,7 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ImportError("notebook 8 uses scikit-learn's bundled digits: pip install scikit-learn "
+        raise ImportError("notebook 9 uses scikit-learn's bundled digits: pip install scikit-learn "
                           "(or pip install 'lora-lab[lab]'); Colab has it already") from None
     d = load_digits()
     return (d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64)
@@ -195,7 +195,7 @@ def run(method: str, base: nn.Module, task: Task, *, seed: int, epochs: int, ran
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """How much notebook 8 trains in a profile. The smoke profile (CI) trains less and with two seeds; the
+    """How much notebook 9 trains in a profile. The smoke profile (CI) trains less and with two seeds; the
     data, the model and every count are the same in all profiles."""
 
     profile: str
@@ -222,7 +222,7 @@ def vision_config(profile: str) -> VisionConfig:
     raise ValueError(f"profile must be 'real', 'offline' or 'smoke', got {profile!r}")
 
 
-# --- exercises of notebook 8 ----------------------------------------------------------------------------------
+# --- exercises of notebook 9 ----------------------------------------------------------------------------------
 def check_conv_lora_params(answer, in_channels: int, out_channels: int, kernel_size: int, rank: int) -> bool:
     """Parameters LoRA adds to one ``Conv2d(in, out, k)``: A is ``rank x in*k*k`` (a k x k kernel with rank
     output channels), B is ``out x rank`` (a 1x1 convolution)."""

@@ -9,8 +9,9 @@ and data
 * :mod:`lora_lab.experiments.bench` - speed and memory, full fine-tuning vs LoRA, measured
 * :mod:`lora_lab.experiments.bench_results` - the committed benchmark results: finding them, their main table
 * :mod:`lora_lab.experiments.sweeps` - the lessons' sweeps: a committed file, one point live, RUN_ALL recomputes
+* :mod:`lora_lab.experiments.two_tasks` - two tasks on the same messages, one adapter each (lessons 6 and 7)
 * :mod:`lora_lab.experiments.paired` - the one rule for "is this difference real?": paired over seeds
-* :mod:`lora_lab.experiments.claims` - claims often made about LoRA, put to the test (notebook 9)
+* :mod:`lora_lab.experiments.claims` - claims often made about LoRA, put to the test (notebook 10)
 * :mod:`lora_lab.experiments.measures` - what a fine-tune changed: forgetting, perplexity, subspace similarity
 * :mod:`lora_lab.experiments.bf16_quality` - does bf16 change the result? paired with fp32 by seed
 * :mod:`lora_lab.experiments.contention` - how much a busy machine slows training, measured

@@ -1,4 +1,4 @@
-"""Three claims often made about LoRA, put to the test on one model and one task (notebook 9).
+"""Three claims often made about LoRA, put to the test on one model and one task (notebook 10).
 
 1. **Does LoRA overfit less?** A training-set-size sweep (a few messages per class up to the full split),
    LoRA against full fine-tuning, several seeds, the same validation and test sets throughout. We record
@@ -81,7 +81,7 @@ class ClaimsConfig:
     batch_size: int = 8
     rank: int = 8  # the sweep's LoRA, and the small rank of part 3
     big_rank: int = 64  # the large rank of part 3 (trained on the full split only)
-    alpha: float = 16  # scaling alpha/rank, lora_lab's default rule; notebook 7: fine at every rank 1-64
+    alpha: float = 16  # scaling alpha/rank, lora_lab's default rule; notebook 8: fine at every rank 1-64
     n_texts: int = 200  # unrelated sentences for the forgetting measures
     neighbours: int = 5
     # how training runs: "auto" (the course default) is resolved to the dtype this machine trains in when a

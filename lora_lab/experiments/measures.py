@@ -1,4 +1,4 @@
-"""What a fine-tune changed, measured (notebook 9's claims 2 and 3): sentence embeddings of unrelated text and
+"""What a fine-tune changed, measured (notebook 10's claims 2 and 3): sentence embeddings of unrelated text and
 their nearest neighbours, GPT-2's perplexity on it, the subspace similarity of learned directions (Hu et al.
 2021, section 7.2, eq. 4) and how much of one weight change the top directions of another explain."""
 from __future__ import annotations

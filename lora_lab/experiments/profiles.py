@@ -13,7 +13,7 @@
 
 ``LORA_LAB_QUICK=1`` keeps the profile's model but trains on 60 messages per class for one epoch, and says so in
 a banner: the real model's code path in minutes, for a slow classroom machine or for CI (which runs notebooks
-3-7 this way in the real profile, against a stand-in hub: ``tests/real_quick.py``). Its accuracies are not the
+3-8 this way in the real profile, against a stand-in hub: ``tests/real_quick.py``). Its accuracies are not the
 course's results.
 
 In the experiment notebooks one call, :func:`load_backbone`, turns the profile into a model factory,
@@ -64,8 +64,8 @@ class Settings:
     batch_size: int = 8
     max_length: int | None = None  # truncate messages to this many tokens (None: the longest in the data)
     seed: int = 123
-    # the seeds a lesson trains live where it shows a spread (notebook 6); the committed sweeps, which compare
-    # methods by the paired rule (lora_lab.experiments.paired), use five (lora_lab.experiments.sweeps)
+    # the seeds notebook 10's claims replication trains (lora_lab.experiments.claims); the committed sweeps,
+    # which compare methods by the paired rule (lora_lab.experiments.paired), use five (lora_lab.experiments.sweeps)
     seeds: tuple[int, ...] = (123, 124, 125)
     quick: bool = False  # LORA_LAB_QUICK=1: the profile's model on a small subset for one epoch
 

@@ -1,9 +1,9 @@
 """The lessons' sweeps: many fine-tunes that a lesson reads from a committed results file instead of running
-them while the class waits (notebooks 4, 5 and 7, and the solutions).
+them while the class waits (notebooks 4, 5 and 8, and the solutions).
 
 A lesson must run top to bottom in a few minutes on a laptop, but some of its points need many fine-tunes:
-notebook 5 compares three methods over five seeds (15 runs), notebook 7 sweeps seven ranks under three scaling
-rules (39 runs with the extra seeds). So a lesson does what notebook 9 does with its claims:
+notebook 5 compares three methods over five seeds (15 runs), notebook 8 sweeps seven ranks under three scaling
+rules (39 runs with the extra seeds). So a lesson does what notebook 10 does with its claims:
 
 * it shows and plots the rows of ``benchmarks/sweeps/<sweep>-<profile>.json``, made by
   ``python -m lora_lab.sweeps <sweep> --profile <profile>`` (machine, commit, precision and seeds recorded);
@@ -44,13 +44,13 @@ __all__ = ["SWEEPS", "RULES", "METHODS", "Point", "plan", "live_point", "sweep_d
 SCHEMA = "lora_lab.sweep/1"
 REPO = checkout_root() or Path.cwd()
 SWEEPS = {"methods": "notebook 5: LoRA, the last block and full fine-tuning, the same seeds",
-          "ranks": "notebook 7: ranks 1 to 64 under three scaling rules, more seeds at ranks 1, 8 and 64",
+          "ranks": "notebook 8: ranks 1 to 64 under three scaling rules, more seeds at ranks 1, 8 and 64",
           "lrs": "notebook 5: learning rates 1e-5 to 1e-2 for LoRA and full fine-tuning, the same three seeds"}
 METHODS = ("lora", "last-block", "full")
 # the three scaling rules of notebook 2, as the use_rslora switch (None: raw alpha, expressed as alpha = 16 * r)
 RULES = {"raw α": None, "α/r": False, "rsLoRA α/√r": True}
 RANKS = (1, 2, 4, 8, 16, 32, 64)
-SEEDED_RANKS = (1, 8, 64)  # the ranks that carry notebook 7's conclusions get every seed, the others one
+SEEDED_RANKS = (1, 8, 64)  # the ranks that carry notebook 8's conclusions get every seed, the others one
 RANK_ALPHA = 16
 LRS = (1e-5, 1e-4, 1e-3, 1e-2)  # a decade apart, around both methods' defaults (lora_lab.train.methods)
 
@@ -105,7 +105,7 @@ def plan(sweep: str, settings) -> list[Point]:
 
 def live_point(sweep: str, settings) -> Point:
     """The point a lesson trains live: full fine-tuning for notebook 5 (its weight change is section 3's subject),
-    α/r at rank 8 for notebook 7; the first seed."""
+    α/r at rank 8 for notebook 8; the first seed."""
     if sweep in ("methods", "lrs"):
         return next(p for p in plan(sweep, settings) if p.method == "full")
     rank = 4 if settings.is_smoke else 8

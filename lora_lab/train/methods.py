@@ -18,7 +18,7 @@ __all__ = ["METHODS", "DEFAULT_LR", "MINILM_LR", "apply_method", "parse_method",
 METHODS = ("lora", "full", "last-block")
 # The course's learning rates, all in one place (AdamW). GPT-2 124M: LoRA with scaling 1 wants a ~10x larger
 # step than full fine-tuning. all-MiniLM-L6-v2 (the offline track) uses larger steps for LoRA and for its last
-# block alone; the committed offline results (README, notebooks 5-7) were trained with these values.
+# block alone; the committed offline results (README, notebooks 5-8) were trained with these values.
 DEFAULT_LR = {"lora": 5e-4, "full": 5e-5, "last-block": 5e-5}
 MINILM_LR = {"lora": 1e-3, "full": 5e-5, "last-block": 1e-4}
 

@@ -124,7 +124,7 @@ def _open(pg, url):
 def test_landing_page(page, server):
     _open(page, server + "index.html")
     assert "LoRA Lab" in page.title()
-    for nb in ("01_low_rank", "05_full_vs_lora", "09_claims", "solutions"):
+    for nb in ("01_low_rank", "05_full_vs_lora", "10_claims", "solutions"):
         assert page.locator(f"a[href*='notebooks/{nb}.html']").count() > 0, f"no link to {nb}"
     for text in ("real", "offline", "smoke", "Prerequisites"):
         assert text in page.inner_text("article")
