@@ -98,4 +98,4 @@ REFERENCES = {
 
 # References a lesson uses without naming them in its text: the lessons that train on the SMS Spam Collection.
 LESSON_REFERENCES = {nb: ["almeida2011"] for nb in ("04_lora_finetuning", "05_full_vs_lora", "06_adapters",
-                                                    "07_rank_and_alpha")}
+                                                    "07_serving_adapters", "08_rank_and_alpha")}
