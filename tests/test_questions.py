@@ -46,6 +46,13 @@ def test_each_lesson_ends_with_its_questions(lesson):
     assert f"questions({lesson})" in code[-2]
     assert [f'answer("{q.key}", None);' in code[-1] for q in lesson_questions(lesson)] == \
         [True] * len(lesson_questions(lesson))
+    # the saved outputs come from these very calls: a renumbered lesson must not keep another lesson's hints
+    nb = json.loads(path.read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    saved = "".join("".join(o.get("text", "")) for o in cells[-1]["outputs"])
+    assert [f"hint: {q.key}:" in saved for q in lesson_questions(lesson)] == [True] * len(lesson_questions(lesson))
+    shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in cells[-2]["outputs"])
+    assert [f"**{q.key}**" in shown for q in lesson_questions(lesson)] == [True] * len(lesson_questions(lesson))
 
 
 def test_the_solutions_answer_every_question():
