@@ -480,8 +480,8 @@ def compare(df: pd.DataFrame, metric: str, a: str, b: str, min_effect: float = 0
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lora_lab.claims", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Resumable: runs already in --out are skipped. Example (48 min for the "
-                                       "committed file on a 2-core Intel Xeon with native bf16, evaluation "
+                                epilog="Resumable: runs already in --out are skipped. Example (37 min for the "
+                                       "committed file on a 2-core AMD EPYC with native bf16, evaluation "
                                        "included):\n"
                                        "  python -m lora_lab.claims --profile offline")
     p.add_argument("--profile", choices=("real", "offline", "smoke"), default=env.get("LORA_LAB_PROFILE"),
