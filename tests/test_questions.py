@@ -35,24 +35,19 @@ def test_the_right_letter_varies_and_every_lesson_has_two_to_four():
         questions(99)
 
 
-def _code(nb):
-    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-
-
 @pytest.mark.parametrize("lesson", range(1, 11))
 def test_each_lesson_ends_with_its_questions(lesson):
     path = next(NOTEBOOKS.glob(f"{lesson:02d}_*.ipynb"))
-    code = _code(json.loads(path.read_text()))
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    code = ["".join(c["source"]) for c in cells]
+    keys = [q.key for q in lesson_questions(lesson)]
     assert f"questions({lesson})" in code[-2]
-    assert [f'answer("{q.key}", None);' in code[-1] for q in lesson_questions(lesson)] == \
-        [True] * len(lesson_questions(lesson))
+    assert [f'answer("{key}", None);' in code[-1] for key in keys] == [True] * len(keys)
     # the saved outputs come from these very calls: a renumbered lesson must not keep another lesson's hints
-    nb = json.loads(path.read_text())
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     saved = "".join("".join(o.get("text", "")) for o in cells[-1]["outputs"])
-    assert [f"hint: {q.key}:" in saved for q in lesson_questions(lesson)] == [True] * len(lesson_questions(lesson))
+    assert [f"hint: {key}:" in saved for key in keys] == [True] * len(keys)
     shown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in cells[-2]["outputs"])
-    assert [f"**{q.key}**" in shown for q in lesson_questions(lesson)] == [True] * len(lesson_questions(lesson))
+    assert [f"**{key}**" in shown for key in keys] == [True] * len(keys)
 
 
 def test_the_solutions_answer_every_question():
